@@ -1,0 +1,416 @@
+"""The HTTP client for UniPost's Connect API.
+
+One :class:`UniPostClient` owns a pooled ``requests.Session``, the timeouts, the
+User-Agent, the retry policy and the mapping of every failure to
+:mod:`unipost_connect.errors`. It knows nothing of Django models.
+
+It never logs the API key, request bodies, or hosted URLs (their ``state`` parameter
+is a bearer secret of the hosted page).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from . import __version__
+from .errors import (
+    UniPostConnectionError,
+    UniPostError,
+    UniPostResponseError,
+    error_class_for_status,
+)
+
+logger = logging.getLogger("unipost_connect.client")
+
+USER_AGENT = f"unipost-connect/{__version__}"
+DEFAULT_BASE_URL = "https://api.unipost.dev"
+
+
+@dataclass(frozen=True)
+class RemoteSession:
+    """A connect session as UniPost reports it."""
+
+    id: str
+    status: str
+    platform: str = ""
+    url: str = ""
+    external_user_id: str = ""
+    expires_at: datetime | None = None
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
+    managed_account_id: str = ""
+    request_id: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class RemoteAccount:
+    """A social account as ``GET /v1/accounts`` lists it."""
+
+    id: str
+    platform: str = ""
+    account_name: str = ""
+    status: str = ""
+    external_user_id: str = ""
+    connection_type: str = ""
+    connected_at: datetime | None = None
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """Parse an RFC 3339 timestamp; anything unparseable is ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _request_id(response: requests.Response, body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("request_id"), str):
+        return str(body["request_id"])
+    return response.headers.get("X-Request-Id", "")
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached the server (safe to resend a POST)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return type(reason).__name__ in ("NewConnectionError", "NameResolutionError")
+    return False
+
+
+def error_from_response(response: requests.Response) -> UniPostError:
+    """Build the error for a non-2xx answer, JSON envelope or not."""
+    status = response.status_code
+    cls = error_class_for_status(status)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    request_id = _request_id(response, body)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code")
+        normalized = error.get("normalized_code")
+        message = error.get("message")
+        hint = error.get("hint")
+        return cls(
+            str(message) if message else f"UniPost answered HTTP {status}.",
+            status=status,
+            code=str(code) if code else None,
+            normalized_code=str(normalized) if normalized else None,
+            request_id=request_id,
+            hint=str(hint) if hint else "",
+            retry_after=retry_after,
+        )
+    # Not UniPost's envelope: a proxy's HTML page, an empty body, a bare string...
+    return cls(
+        f"UniPost answered HTTP {status} without an error envelope.",
+        status=status,
+        code=f"HTTP_{status}",
+        request_id=request_id,
+        retry_after=retry_after,
+    )
+
+
+def _json_object(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise UniPostResponseError(
+            f"UniPost answered HTTP {response.status_code} with a body that is not JSON.",
+            status=response.status_code,
+            request_id=response.headers.get("X-Request-Id", ""),
+        ) from None
+    if not isinstance(body, dict):
+        raise UniPostResponseError(
+            "UniPost answered with JSON that is not an object.",
+            status=response.status_code,
+            request_id=response.headers.get("X-Request-Id", ""),
+        )
+    return body
+
+
+def _unwrap(body: dict[str, Any]) -> dict[str, Any]:
+    """Accept the live server's ``{"data": {...}}`` and the reference page's bare object."""
+    data = body.get("data")
+    return data if isinstance(data, dict) else body
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def parse_session(body: dict[str, Any], *, request_id: str = "", require_url: bool) -> RemoteSession:
+    """Turn a session answer into a :class:`RemoteSession`, or raise UniPostResponseError."""
+    data = _unwrap(body)
+    session_id = _str(data.get("id")).strip()
+    status = _str(data.get("status")).strip().lower()
+    url = _str(data.get("url")).strip()
+    missing = [name for name, value in (("id", session_id), ("status", status)) if not value]
+    if require_url and not url:
+        missing.append("url")
+    if missing:
+        raise UniPostResponseError(
+            f"UniPost's session answer lacks {', '.join(missing)}.", request_id=request_id
+        )
+    if url and not is_http_url(url):
+        raise UniPostResponseError(
+            "UniPost's hosted url is not an http(s) address; refusing to use it.",
+            request_id=request_id,
+        )
+    return RemoteSession(
+        id=session_id,
+        status=status,
+        platform=_str(data.get("platform")),
+        url=url,
+        external_user_id=_str(data.get("external_user_id")),
+        expires_at=parse_datetime(data.get("expires_at")),
+        created_at=parse_datetime(data.get("created_at")),
+        completed_at=parse_datetime(data.get("completed_at")),
+        managed_account_id=_str(data.get("managed_account_id"))
+        or _str(data.get("completed_social_account_id")),
+        request_id=request_id,
+        raw=data,
+    )
+
+
+def parse_accounts(body: dict[str, Any], *, request_id: str = "") -> list[RemoteAccount]:
+    data = body.get("data", body.get("accounts"))
+    if not isinstance(data, list):
+        raise UniPostResponseError("UniPost's account list is not a list.", request_id=request_id)
+    accounts = []
+    for item in data:
+        if isinstance(item, dict) and _str(item.get("id")):
+            accounts.append(
+                RemoteAccount(
+                    id=_str(item.get("id")),
+                    platform=_str(item.get("platform")),
+                    account_name=_str(item.get("account_name")),
+                    status=_str(item.get("status")),
+                    external_user_id=_str(item.get("external_user_id")),
+                    connection_type=_str(item.get("connection_type")),
+                    connected_at=parse_datetime(item.get("connected_at")),
+                )
+            )
+    return accounts
+
+
+class UniPostClient:
+    """A small, pooled, retrying client for the Connect endpoints.
+
+    ``max_retries`` counts extra attempts for idempotent requests (GET, DELETE) after a
+    connection failure, a 429 or a 5xx. ``POST /v1/connect/sessions`` has no idempotency
+    key, so it is resent only when the request certainly never arrived (connection
+    refused, connect timeout) or was refused with 429 before any work was done.
+    A ``Retry-After`` longer than ``retry_max_wait`` is not slept through: the
+    :class:`~unipost_connect.errors.RateLimitedError` is raised for the caller to pace.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        timeout: tuple[float, float] = (3.05, 10.0),
+        max_retries: int = 2,
+        retry_max_wait: float = 5.0,
+        backoff: float = 0.25,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max(0, max_retries)
+        self.retry_max_wait = retry_max_wait
+        self.backoff = backoff
+        self.sleep = sleep
+        self.http = session or requests.Session()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<UniPostClient {self.base_url}>"
+
+    # -- endpoints -------------------------------------------------------------
+
+    def create_session(
+        self,
+        *,
+        platform: str,
+        external_user_id: str,
+        external_user_email: str | None = None,
+        return_url: str | None = None,
+        profile_id: str | None = None,
+        allow_quickstart_creds: bool = False,
+    ) -> RemoteSession:
+        payload: dict[str, Any] = {
+            "platform": platform,
+            "external_user_id": external_user_id,
+            "allow_quickstart_creds": allow_quickstart_creds,
+        }
+        if external_user_email:
+            payload["external_user_email"] = external_user_email
+        if return_url:
+            payload["return_url"] = return_url
+        if profile_id:
+            payload["profile_id"] = profile_id
+        body, request_id = self._request("POST", "/v1/connect/sessions", json=payload, idempotent=False)
+        return parse_session(body, request_id=request_id, require_url=True)
+
+    def get_session(self, session_id: str) -> RemoteSession:
+        body, request_id = self._request("GET", f"/v1/connect/sessions/{quote(session_id, safe='')}")
+        return parse_session(body, request_id=request_id, require_url=False)
+
+    def list_accounts(self, *, external_user_id: str | None = None) -> list[RemoteAccount]:
+        params = {"external_user_id": external_user_id} if external_user_id else None
+        body, request_id = self._request("GET", "/v1/accounts", params=params)
+        return parse_accounts(body, request_id=request_id)
+
+    def delete_account(self, account_id: str) -> str:
+        """Disconnect an account; returns the request id."""
+        _, request_id = self._request(
+            "DELETE", f"/v1/accounts/{quote(account_id, safe='')}", allow_empty=True
+        )
+        return request_id
+
+    # -- transport -------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+        idempotent: bool = True,
+        allow_empty: bool = False,
+    ) -> tuple[dict[str, Any], str]:
+        url = self.base_url + path
+        headers = {
+            "Authorization": f"Bearer {self.api_key}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                response = self.http.request(
+                    method, url, json=json, params=params, headers=headers, timeout=self.timeout
+                )
+                # Read the whole body here so a reset mid-body is a connection error.
+                response.content  # noqa: B018
+            except requests.RequestException as exc:
+                error: UniPostError = UniPostConnectionError(
+                    _describe_transport_error(exc),
+                    code="TIMEOUT" if isinstance(exc, requests.Timeout) else "CONNECTION_ERROR",
+                )
+                may_retry = idempotent or _never_sent(exc)
+                logger.warning("UniPost %s %s failed: %s (attempt %d)", method, path, error.code, attempt)
+            else:
+                elapsed_ms = (time.monotonic() - started) * 1000
+                if 200 <= response.status_code < 300:
+                    request_id = response.headers.get("X-Request-Id", "")
+                    logger.debug(
+                        "UniPost %s %s -> %s in %.0f ms (request_id=%s)",
+                        method, path, response.status_code, elapsed_ms, request_id,
+                    )
+                    if allow_empty and not response.content.strip():
+                        return {}, request_id
+                    body = _json_object(response)
+                    return body, _request_id(response, body)
+                error = error_from_response(response)
+                logger.warning(
+                    "UniPost %s %s -> %s %s (request_id=%s, attempt %d)",
+                    method, path, response.status_code, error.code, error.request_id, attempt,
+                )
+                may_retry = error.is_retriable and (idempotent or response.status_code == 429)
+            if not may_retry or attempt > self.max_retries:
+                raise error
+            wait = self._wait_before_retry(error, attempt)
+            if wait is None:
+                raise error
+            self.sleep(wait)
+
+    def _wait_before_retry(self, error: UniPostError, attempt: int) -> float | None:
+        if error.retry_after is not None:
+            # Honour the server's pacing, but never hold a request longer than the cap.
+            return error.retry_after if error.retry_after <= self.retry_max_wait else None
+        return min(self.backoff * (2 ** (attempt - 1)), self.retry_max_wait)
+
+
+def _describe_transport_error(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.ConnectTimeout):
+        return "Timed out connecting to UniPost."
+    if isinstance(exc, requests.Timeout):
+        return "Timed out waiting for UniPost's answer."
+    if isinstance(exc, requests.ConnectionError):
+        return "Could not reach UniPost (connection refused or reset)."
+    return f"Could not talk to UniPost ({type(exc).__name__})."
+
+
+_clients: dict[tuple[Any, ...], UniPostClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client() -> UniPostClient:
+    """The shared client for the current settings; one pooled session per configuration."""
+    from .conf import app_settings
+
+    key = (
+        app_settings.API_KEY,
+        app_settings.API_BASE_URL,
+        app_settings.TIMEOUT,
+        app_settings.MAX_RETRIES,
+        app_settings.RETRY_MAX_WAIT,
+    )
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = UniPostClient(
+                key[0], key[1], timeout=key[2], max_retries=key[3], retry_max_wait=key[4]
+            )
+            _clients[key] = client
+        return client

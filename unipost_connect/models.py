@@ -1,0 +1,158 @@
+"""What the site keeps about its users' connect sessions, accounts and webhook events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .conf import ALL_PLATFORMS, PLATFORM_LABELS
+
+PLATFORM_CHOICES = [(p, PLATFORM_LABELS[p]) for p in ALL_PLATFORMS]
+
+
+class ConnectSession(models.Model):
+    """One trip of one user through UniPost's hosted Connect page."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        COMPLETED = "completed", _("Completed")
+        EXPIRED = "expired", _("Expired")
+        CANCELLED = "cancelled", _("Cancelled")
+        FAILED = "failed", _("Failed")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="unipost_connect_sessions"
+    )
+    platform = models.CharField(_("platform"), max_length=32, choices=PLATFORM_CHOICES)
+    profile_id = models.CharField(_("profile id"), max_length=128, blank=True)
+    external_user_id = models.CharField(_("external user id"), max_length=256)
+    external_user_email = models.CharField(_("external user email"), max_length=254, blank=True)
+    allow_quickstart_creds = models.BooleanField(_("allow quickstart credentials"), default=False)
+    unipost_session_id = models.CharField(
+        _("UniPost session id"), max_length=128, unique=True, null=True, blank=True
+    )
+    # The hosted page URL; its ``state`` parameter is a bearer secret for the user only.
+    url = models.URLField(_("hosted url"), max_length=2048, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    managed_account_id = models.CharField(_("managed account id"), max_length=128, blank=True)
+    next_url = models.CharField(_("next url"), max_length=2048, blank=True)
+    return_status = models.CharField(
+        _("returned connect_status"), max_length=32, blank=True,
+        help_text=_("What the browser's return claimed; a hint, never trusted."),
+    )
+    return_reason = models.CharField(_("returned reason"), max_length=255, blank=True)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    error_code = models.CharField(_("error code"), max_length=64, blank=True)
+    error_message = models.TextField(_("error message"), blank=True)
+    request_id = models.CharField(_("request id"), max_length=128, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("connect session")
+        verbose_name_plural = _("connect sessions")
+        ordering = ("-created_at",)
+        indexes = [
+            models.Index(fields=["user", "platform", "status"], name="unipost_cs_user_plat_st"),
+            models.Index(
+                fields=["external_user_id", "platform", "status"], name="unipost_cs_ext_plat_st"
+            ),
+            models.Index(fields=["status", "created_at"], name="unipost_cs_status_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_platform_display()} for {self.user} ({self.status})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == self.Status.PENDING
+
+    def is_reusable(self, min_remaining: int) -> bool:
+        """A pending session with a hosted url and at least ``min_remaining`` seconds left."""
+        return bool(
+            self.status == self.Status.PENDING
+            and self.url
+            and self.unipost_session_id
+            and self.expires_at
+            and self.expires_at - timezone.now() >= timedelta(seconds=min_remaining)
+        )
+
+
+class ConnectedAccount(models.Model):
+    """A managed account UniPost holds for one of the site's users."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        DISCONNECTED = "disconnected", _("Disconnected")
+        RECONNECT_REQUIRED = "reconnect_required", _("Reconnect required")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="unipost_accounts"
+    )
+    managed_account_id = models.CharField(_("managed account id"), max_length=128, unique=True)
+    platform = models.CharField(_("platform"), max_length=32, choices=PLATFORM_CHOICES)
+    account_name = models.CharField(_("account name"), max_length=255, blank=True)
+    external_user_id = models.CharField(_("external user id"), max_length=256, blank=True)
+    profile_id = models.CharField(_("profile id"), max_length=128, blank=True)
+    status = models.CharField(
+        _("status"), max_length=32, choices=Status.choices, default=Status.ACTIVE
+    )
+    connected_at = models.DateTimeField(_("connected at"), default=timezone.now)
+    disconnected_at = models.DateTimeField(_("disconnected at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("connected account")
+        verbose_name_plural = _("connected accounts")
+        ordering = ("-connected_at",)
+        indexes = [
+            models.Index(fields=["user", "platform", "status"], name="unipost_acc_user_plat_st"),
+        ]
+
+    def __str__(self) -> str:
+        name = self.account_name or self.managed_account_id
+        return f"{name} ({self.get_platform_display()})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class WebhookEvent(models.Model):
+    """A verified webhook delivery, stored once per event."""
+
+    class Result(models.TextChoices):
+        RECEIVED = "received", _("Received")
+        APPLIED = "applied", _("Applied")
+        UNKNOWN_USER = "unknown_user", _("No matching local user")
+        IGNORED = "ignored", _("Ignored (unknown event)")
+
+    # ``event_id`` when UniPost sent one, else ``sha256:<hash of the body>``.
+    event_key = models.CharField(_("event key"), max_length=128, unique=True)
+    event_type = models.CharField(_("event"), max_length=64, db_index=True)
+    delivery_id = models.CharField(_("delivery id"), max_length=128, blank=True)
+    payload = models.JSONField(_("payload"))
+    result = models.CharField(
+        _("result"), max_length=16, choices=Result.choices, default=Result.RECEIVED
+    )
+    detail = models.TextField(_("detail"), blank=True)
+    received_at = models.DateTimeField(_("received at"), default=timezone.now, db_index=True)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook event")
+        verbose_name_plural = _("webhook events")
+        ordering = ("-received_at",)
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_key}"

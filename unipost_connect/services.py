@@ -1,0 +1,486 @@
+"""The Connect flow's logic: start, reconcile, complete, apply webhooks, disconnect.
+
+This is the Python API for sites that build their own views. Every state change is a
+conditional ``UPDATE … WHERE status IN (…)`` inside a transaction, so the return view,
+the webhook and the reconcile command may race on different workers and each session
+completes (and signals) exactly once. Signals go out after commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+
+from . import signals
+from .client import RemoteSession, UniPostClient, get_client
+from .conf import app_settings
+from .errors import NotFoundError, UniPostError, UniPostResponseError
+from .models import ConnectedAccount, ConnectSession, WebhookEvent
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+logger = logging.getLogger("unipost_connect")
+
+SESSION_LIFETIME = timedelta(minutes=30)
+TERMINAL_REMOTE_STATUSES = {"completed", "expired", "cancelled"}
+# A session marked expired locally may still be completed by a late webhook or read:
+# the account exists at UniPost either way.
+_COMPLETABLE = (ConnectSession.Status.PENDING, ConnectSession.Status.EXPIRED)
+
+
+class UnknownPlatformError(ValueError):
+    """The platform is not one of the site's ``PLATFORMS``."""
+
+
+# -- starting ------------------------------------------------------------------
+
+
+def build_return_url(session_id: uuid.UUID, request: HttpRequest | None = None) -> str:
+    """The absolute URL UniPost sends the browser back to; it names the local session."""
+    path = reverse("unipost_connect:return", kwargs={"session_id": session_id})
+    base = app_settings.RETURN_BASE_URL
+    if base:
+        return base + path
+    if request is not None:
+        return request.build_absolute_uri(path)
+    raise ImproperlyConfigured(
+        "Cannot build an absolute return URL without a request: set "
+        "UNIPOST_CONNECT['RETURN_BASE_URL'] (e.g. 'https://www.example.com')."
+    )
+
+
+def start_session(
+    user: AbstractBaseUser,
+    platform: str,
+    *,
+    request: HttpRequest | None = None,
+    next_url: str = "",
+    client: UniPostClient | None = None,
+) -> ConnectSession:
+    """Start (or reuse) a connect session for ``user`` and return it; redirect to ``.url``.
+
+    The local row is saved before UniPost is called. If the call fails the row is kept
+    as ``failed`` with the error code, message and request id, and the
+    :class:`~unipost_connect.errors.UniPostError` is raised.
+    """
+    platform = (platform or "").strip().lower()
+    if platform not in app_settings.PLATFORMS:
+        raise UnknownPlatformError(f"{platform!r} is not an allowed platform.")
+    profile_id = app_settings.PROFILE_ID or ""
+    quickstart = app_settings.ALLOW_QUICKSTART_CREDS
+
+    reusable = _reusable_session(user, platform, profile_id, quickstart)
+    if reusable is not None:
+        if reusable.next_url != next_url:
+            reusable.next_url = next_url
+            reusable.save(update_fields=["next_url", "updated_at"])
+        return reusable
+
+    session_id = uuid.uuid4()
+    return_url = build_return_url(session_id, request)
+    email = (getattr(user, "email", "") or "") if app_settings.SEND_USER_EMAIL else ""
+    session = ConnectSession.objects.create(
+        id=session_id,
+        user=user,
+        platform=platform,
+        profile_id=profile_id,
+        external_user_id=str(app_settings.EXTERNAL_USER_ID(user)).strip(),
+        external_user_email=email,
+        allow_quickstart_creds=quickstart,
+        next_url=next_url,
+    )
+    client = client or get_client()
+    try:
+        remote = client.create_session(
+            platform=platform,
+            external_user_id=session.external_user_id,
+            external_user_email=email or None,
+            return_url=return_url,
+            profile_id=profile_id or None,
+            allow_quickstart_creds=quickstart,
+        )
+    except UniPostError as exc:
+        _record_error(session, exc, status=ConnectSession.Status.FAILED)
+        logger.warning("Connect session %s failed to start: %s", session.pk, exc.code)
+        raise
+    session.unipost_session_id = remote.id
+    session.url = remote.url
+    session.expires_at = remote.expires_at or session.created_at + SESSION_LIFETIME
+    session.request_id = remote.request_id
+    session.save(update_fields=["unipost_session_id", "url", "expires_at", "request_id", "updated_at"])
+    return session
+
+
+def _reusable_session(
+    user: AbstractBaseUser, platform: str, profile_id: str, quickstart: bool
+) -> ConnectSession | None:
+    min_remaining = app_settings.REUSE_MIN_REMAINING
+    candidate = (
+        ConnectSession.objects.filter(
+            user=user,
+            platform=platform,
+            profile_id=profile_id,
+            allow_quickstart_creds=quickstart,
+            status=ConnectSession.Status.PENDING,
+            expires_at__gte=timezone.now() + timedelta(seconds=min_remaining),
+        )
+        .exclude(url="")
+        .order_by("-created_at")
+        .first()
+    )
+    return candidate if candidate is not None and candidate.is_reusable(min_remaining) else None
+
+
+def _record_error(session: ConnectSession, exc: UniPostError, *, status: str | None = None) -> None:
+    fields: dict[str, Any] = {
+        "error_code": exc.code[:64],
+        "error_message": exc.message,
+        "request_id": exc.request_id[:128],
+        "updated_at": timezone.now(),
+    }
+    with transaction.atomic():
+        query = ConnectSession.objects.filter(pk=session.pk)
+        if status is not None:
+            fields["status"] = status
+            changed = query.filter(status=ConnectSession.Status.PENDING).update(**fields)
+            if changed:
+                _on_commit_ended(session.pk, status)
+        else:
+            query.update(**fields)
+    session.refresh_from_db()
+
+
+# -- the return ------------------------------------------------------------------
+
+
+def record_return_hint(session: ConnectSession, connect_status: str, reason: str) -> None:
+    """Keep what the browser's return URL claimed, for support; it decides nothing."""
+    ConnectSession.objects.filter(pk=session.pk).update(
+        return_status=(connect_status or "")[:32], return_reason=(reason or "")[:255]
+    )
+    session.return_status = (connect_status or "")[:32]
+    session.return_reason = (reason or "")[:255]
+
+
+def reconcile_session(
+    session: ConnectSession, *, client: UniPostClient | None = None
+) -> ConnectSession:
+    """Ask UniPost for the session's truth and apply it. Returns the refreshed session.
+
+    On an API failure the row's status is left as it was, the error is recorded on it,
+    and the :class:`~unipost_connect.errors.UniPostError` is raised.
+    """
+    if not session.unipost_session_id:
+        return session
+    client = client or get_client()
+    try:
+        remote = client.get_session(session.unipost_session_id)
+        apply_remote_session(session, remote)
+    except UniPostError as exc:
+        _record_error(session, exc)
+        raise
+    session.refresh_from_db()
+    return session
+
+
+def apply_remote_session(session: ConnectSession, remote: RemoteSession) -> bool:
+    """Move the local session to the state UniPost reports. True if this call changed it."""
+    if remote.status == "completed":
+        if not remote.managed_account_id:
+            raise UniPostResponseError(
+                "UniPost reports the session completed but names no managed_account_id.",
+                request_id=remote.request_id,
+            )
+        return complete_session(
+            session, remote.managed_account_id, completed_at=remote.completed_at
+        )
+    if remote.status in ("expired", "cancelled"):
+        return end_session(session, remote.status)
+    if remote.status != "pending":
+        logger.warning(
+            "UniPost reported unknown status %r for connect session %s; leaving it pending.",
+            remote.status[:32], session.pk,
+        )
+    elif remote.expires_at and remote.expires_at != session.expires_at:
+        ConnectSession.objects.filter(pk=session.pk).update(expires_at=remote.expires_at)
+    return False
+
+
+def complete_session(
+    session: ConnectSession,
+    managed_account_id: str,
+    *,
+    account_name: str = "",
+    profile_id: str = "",
+    completed_at: datetime | None = None,
+) -> bool:
+    """Mark the session completed and record its account, exactly once.
+
+    Returns True for the one caller that made the change; it alone sends
+    ``connect_session_completed`` (after commit).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        won = ConnectSession.objects.filter(pk=session.pk, status__in=_COMPLETABLE).update(
+            status=ConnectSession.Status.COMPLETED,
+            managed_account_id=managed_account_id,
+            completed_at=completed_at or now,
+            error_code="",
+            error_message="",
+            updated_at=now,
+        )
+        if won:
+            account = upsert_account(
+                user_id=session.user_id,
+                managed_account_id=managed_account_id,
+                platform=session.platform,
+                account_name=account_name,
+                external_user_id=session.external_user_id,
+                profile_id=profile_id or session.profile_id,
+            )
+            session_pk = session.pk
+
+            def send() -> None:
+                fresh = ConnectSession.objects.select_related("user").get(pk=session_pk)
+                signals.connect_session_completed.send(
+                    sender=ConnectSession, session=fresh, account=account
+                )
+
+            transaction.on_commit(send)
+    session.refresh_from_db()
+    return bool(won)
+
+
+def end_session(session: ConnectSession, status: str) -> bool:
+    """Move a pending session to expired or cancelled, exactly once."""
+    if status not in (ConnectSession.Status.EXPIRED, ConnectSession.Status.CANCELLED):
+        raise ValueError(f"{status!r} is not an ending status")
+    with transaction.atomic():
+        won = ConnectSession.objects.filter(
+            pk=session.pk, status=ConnectSession.Status.PENDING
+        ).update(status=status, updated_at=timezone.now())
+        if won:
+            _on_commit_ended(session.pk, status)
+    session.refresh_from_db()
+    return bool(won)
+
+
+def _on_commit_ended(session_pk: uuid.UUID, status: str) -> None:
+    def send() -> None:
+        fresh = ConnectSession.objects.select_related("user").get(pk=session_pk)
+        signals.connect_session_ended_without_account.send(
+            sender=ConnectSession, session=fresh, status=status
+        )
+
+    transaction.on_commit(send)
+
+
+def upsert_account(
+    *,
+    user_id: Any,
+    managed_account_id: str,
+    platform: str,
+    account_name: str = "",
+    external_user_id: str = "",
+    profile_id: str = "",
+) -> ConnectedAccount:
+    """Create or refresh the account row; one row per ``managed_account_id``, ever.
+
+    Sends ``account_connected`` (after commit) when the account is new or comes back
+    from disconnected.
+    """
+    with transaction.atomic():
+        account, created = ConnectedAccount.objects.select_for_update().get_or_create(
+            managed_account_id=managed_account_id,
+            defaults={
+                "user_id": user_id,
+                "platform": platform,
+                "account_name": account_name,
+                "external_user_id": external_user_id,
+                "profile_id": profile_id,
+            },
+        )
+        reactivated = False
+        if not created:
+            reactivated = account.status != ConnectedAccount.Status.ACTIVE
+            account.user_id = user_id
+            account.platform = platform or account.platform
+            account.account_name = account_name or account.account_name
+            account.external_user_id = external_user_id or account.external_user_id
+            account.profile_id = profile_id or account.profile_id
+            account.status = ConnectedAccount.Status.ACTIVE
+            if reactivated:
+                account.connected_at = timezone.now()
+                account.disconnected_at = None
+            account.save()
+        if created or reactivated:
+            transaction.on_commit(
+                lambda: signals.account_connected.send(
+                    sender=ConnectedAccount, account=account, created=created
+                )
+            )
+    return account
+
+
+# -- webhooks --------------------------------------------------------------------
+
+
+def webhook_event_key(payload: Mapping[str, Any], raw_body: bytes) -> str:
+    event_id = payload.get("event_id")
+    if isinstance(event_id, str) and event_id.strip():
+        return event_id.strip()[:128]
+    return "sha256:" + hashlib.sha256(raw_body).hexdigest()
+
+
+@dataclass(frozen=True)
+class WebhookOutcome:
+    event: WebhookEvent
+    duplicate: bool
+
+
+def apply_webhook_payload(
+    payload: Mapping[str, Any], *, raw_body: bytes | None = None, delivery_id: str = ""
+) -> WebhookOutcome:
+    """Store a *verified* webhook payload once and apply it, in one transaction.
+
+    A repeat of the same event changes nothing. If applying fails the whole transaction
+    rolls back (nothing half-applied), so UniPost's retry starts clean.
+    """
+    if raw_body is None:
+        import json
+
+        raw_body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    key = webhook_event_key(payload, raw_body)
+    event_type = str(payload.get("event") or "")[:64]
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                event = WebhookEvent.objects.create(
+                    event_key=key,
+                    event_type=event_type,
+                    delivery_id=delivery_id[:128],
+                    payload=dict(payload),
+                )
+        except IntegrityError:
+            return WebhookOutcome(WebhookEvent.objects.get(event_key=key), duplicate=True)
+        data = payload.get("data")
+        data = data if isinstance(data, Mapping) else {}
+        if event_type == "account.connected":
+            result, detail = _apply_account_connected(data)
+        elif event_type == "account.disconnected":
+            result, detail = _apply_account_disconnected(data)
+        else:
+            result, detail = WebhookEvent.Result.IGNORED, "Event type not handled."
+        event.result = result
+        event.detail = detail
+        event.processed_at = timezone.now()
+        event.save(update_fields=["result", "detail", "processed_at"])
+    return WebhookOutcome(event, duplicate=False)
+
+
+def _apply_account_connected(data: Mapping[str, Any]) -> tuple[str, str]:
+    account_id = str(data.get("social_account_id") or "")
+    platform = str(data.get("platform") or "").strip().lower()
+    external_user_id = str(data.get("external_user_id") or "").strip()
+    account_name = str(data.get("account_name") or "")
+    profile_id = str(data.get("profile_id") or "")
+    if not account_id or not external_user_id:
+        return WebhookEvent.Result.IGNORED, "No social_account_id or external_user_id (not a Connect account)."
+    sessions = ConnectSession.objects.filter(external_user_id=external_user_id)
+    pending = (
+        sessions.filter(platform=platform, status=ConnectSession.Status.PENDING)
+        .exclude(unipost_session_id=None)
+        .order_by("-created_at")
+        .first()
+    )
+    if pending is not None:
+        completed = complete_session(
+            pending, account_id, account_name=account_name, profile_id=profile_id
+        )
+        if completed:
+            return WebhookEvent.Result.APPLIED, f"Completed session {pending.pk}."
+        owner_id = pending.user_id
+    else:
+        any_session = sessions.only("user_id").order_by("-created_at").first()
+        if any_session is None:
+            return WebhookEvent.Result.UNKNOWN_USER, f"No local user for external_user_id {external_user_id!r}."
+        owner_id = any_session.user_id
+    upsert_account(
+        user_id=owner_id,
+        managed_account_id=account_id,
+        platform=platform,
+        account_name=account_name,
+        external_user_id=external_user_id,
+        profile_id=profile_id,
+    )
+    return WebhookEvent.Result.APPLIED, f"Account {account_id} recorded."
+
+
+def _apply_account_disconnected(data: Mapping[str, Any]) -> tuple[str, str]:
+    account_id = str(data.get("social_account_id") or "")
+    account = ConnectedAccount.objects.filter(managed_account_id=account_id).first()
+    if account is None:
+        return WebhookEvent.Result.UNKNOWN_USER, f"No local account {account_id!r}."
+    mark_disconnected(account)
+    return WebhookEvent.Result.APPLIED, f"Account {account_id} disconnected."
+
+
+# -- accounts ----------------------------------------------------------------------
+
+
+def mark_disconnected(account: ConnectedAccount) -> bool:
+    """Mark the account disconnected locally, once; sends ``account_disconnected``."""
+    now = timezone.now()
+    with transaction.atomic():
+        won = ConnectedAccount.objects.filter(pk=account.pk).exclude(
+            status=ConnectedAccount.Status.DISCONNECTED
+        ).update(status=ConnectedAccount.Status.DISCONNECTED, disconnected_at=now, updated_at=now)
+        if won:
+            account_pk = account.pk
+            transaction.on_commit(
+                lambda: signals.account_disconnected.send(
+                    sender=ConnectedAccount, account=ConnectedAccount.objects.get(pk=account_pk)
+                )
+            )
+    account.refresh_from_db()
+    return bool(won)
+
+
+def disconnect_account(account: ConnectedAccount, *, client: UniPostClient | None = None) -> bool:
+    """Ask UniPost to disconnect the account; mark it locally only once UniPost confirms.
+
+    A 404 means UniPost no longer has it, which is the state asked for.
+    """
+    client = client or get_client()
+    try:
+        client.delete_account(account.managed_account_id)
+    except NotFoundError:
+        pass
+    return mark_disconnected(account)
+
+
+# -- housekeeping ----------------------------------------------------------------
+
+
+def expire_if_overdue(session: ConnectSession, *, grace: timedelta = timedelta(0)) -> bool:
+    """Mark a pending session expired locally once its deadline (plus ``grace``) has passed."""
+    deadline = session.expires_at or session.created_at + SESSION_LIFETIME
+    if session.status == ConnectSession.Status.PENDING and timezone.now() > deadline + grace:
+        return end_session(session, ConnectSession.Status.EXPIRED)
+    return False
+
+
+def user_sessions(user: AbstractBaseUser | AnonymousUser, limit: int = 10) -> list[ConnectSession]:
+    return list(ConnectSession.objects.filter(user_id=user.pk).order_by("-created_at")[:limit])

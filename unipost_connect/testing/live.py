@@ -1,0 +1,96 @@
+"""Serve a :class:`FakeUniPost` from a Django project, for demos that work offline.
+
+Include these URLs under a prefix and point ``UNIPOST_CONNECT['API_BASE_URL']`` at it::
+
+    path("fake-unipost/", include("unipost_connect.testing.live"))
+    UNIPOST_CONNECT["API_BASE_URL"] = "http://127.0.0.1:8000/fake-unipost"
+
+The fake keeps its state in this process's memory, so serve the demo from one process
+(``runserver`` is fine; it is threaded). After the hosted page completes, the fake POSTs
+a signed ``account.connected`` webhook to ``settings.UNIPOST_FAKE_WEBHOOK_URL`` (default:
+this site's ``unipost_connect:webhook`` URL on the API base's host), as UniPost does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.urls import re_path, reverse
+from django.views.decorators.csrf import csrf_exempt
+
+from ..conf import app_settings
+from .fake import FakeUniPost, WebhookDelivery
+
+logger = logging.getLogger("unipost_connect.testing")
+
+_fake: FakeUniPost | None = None
+_fake_lock = threading.Lock()
+
+
+def get_live_fake() -> FakeUniPost:
+    """The process-wide fake, configured from ``UNIPOST_CONNECT`` on first use."""
+    global _fake
+    with _fake_lock:
+        if _fake is None:
+            secrets = app_settings.WEBHOOK_SECRETS
+            _fake = FakeUniPost(
+                api_key=app_settings.API_KEY,
+                base_url=app_settings.API_BASE_URL,
+                webhook_secret=secrets[0] if secrets else "",
+                profiles=(app_settings.PROFILE_ID,) if app_settings.PROFILE_ID else ("pr_demo",),
+            )
+            _fake.on_webhook = _deliver_later
+        return _fake
+
+
+def webhook_target() -> str:
+    configured = getattr(settings, "UNIPOST_FAKE_WEBHOOK_URL", None)
+    if configured:
+        return str(configured)
+    origin = urlsplit(app_settings.API_BASE_URL)
+    return f"{origin.scheme}://{origin.netloc}{reverse('unipost_connect:webhook')}"
+
+
+def _deliver_later(delivery: WebhookDelivery) -> None:
+    delay = float(getattr(settings, "UNIPOST_FAKE_WEBHOOK_DELAY", 1.0))
+    if delay < 0:  # a negative delay turns delivery off
+        return
+    threading.Thread(target=_deliver, args=(delivery, webhook_target(), delay), daemon=True).start()
+
+
+def _deliver(delivery: WebhookDelivery, url: str, delay: float) -> None:
+    """POST like UniPost's worker: up to 3 attempts, 5-second timeout each."""
+    time.sleep(delay)
+    for attempt in range(3):
+        try:
+            answer = requests.post(url, data=delivery.body, headers=dict(delivery.headers), timeout=5)
+            if 200 <= answer.status_code < 300:
+                return
+            logger.warning("Fake webhook %s answered %s", delivery.event, answer.status_code)
+        except requests.RequestException as exc:
+            logger.warning("Fake webhook %s failed: %s", delivery.event, type(exc).__name__)
+        time.sleep(1 + attempt * 2)
+
+
+@csrf_exempt
+def fake_unipost(request: HttpRequest, path: str) -> HttpResponse:
+    answer = get_live_fake().handle(
+        request.method or "GET",
+        "/" + path,
+        query=request.META.get("QUERY_STRING", ""),
+        headers=dict(request.headers),
+        body=request.body,
+    )
+    response = HttpResponse(answer.body, status=answer.status)
+    for name, value in answer.headers.items():
+        response[name] = value
+    return response
+
+
+urlpatterns = [re_path(r"^(?P<path>.*)$", fake_unipost, name="unipost_fake")]

@@ -1,0 +1,155 @@
+"""Thin views: read the request, call :mod:`unipost_connect.services`, redirect or render."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.shortcuts import get_object_or_404, render
+from django.utils.decorators import method_decorator
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET, require_POST
+
+from . import services, webhooks
+from .conf import app_settings
+from .errors import UniPostError
+from .models import ConnectedAccount, ConnectSession
+from .user_messages import message_for_error, message_for_outcome, platform_label
+
+logger = logging.getLogger("unipost_connect")
+
+
+def safe_next(request: HttpRequest, candidate: str | None) -> str:
+    """``candidate`` if it is a safe place on this site to send the user, else ``""``."""
+    if candidate and url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return ""
+
+
+def _done(request: HttpRequest, next_url: str = "") -> HttpResponseRedirect:
+    return HttpResponseRedirect(safe_next(request, next_url) or app_settings.REDIRECT_URL)
+
+
+@require_POST
+@csrf_protect
+@login_required
+def start(request: HttpRequest) -> HttpResponse:
+    next_url = safe_next(request, request.POST.get("next"))
+    platform = request.POST.get("platform", "")
+    try:
+        session = services.start_session(
+            request.user, platform, request=request, next_url=next_url  # type: ignore[arg-type]
+        )
+    except services.UnknownPlatformError:
+        messages.error(request, _("That platform cannot be connected here."))
+        return _done(request, next_url)
+    except UniPostError as exc:
+        messages.error(request, message_for_error(exc))
+        return _done(request, next_url)
+    return HttpResponseRedirect(session.url)
+
+
+@require_GET
+@login_required
+def return_(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+    session = get_object_or_404(ConnectSession, pk=session_id, user_id=request.user.pk)
+    services.record_return_hint(
+        session, request.GET.get("connect_status", ""), request.GET.get("reason", "")
+    )
+    try:
+        session = services.reconcile_session(session)
+    except UniPostError as exc:
+        messages.error(request, message_for_error(exc))
+        return _done(request, session.next_url)
+    level, text = message_for_outcome(session)
+    getattr(messages, level)(request, text)
+    return _done(request, session.next_url)
+
+
+@login_required
+def connections(request: HttpRequest) -> HttpResponse:
+    """The user's accounts, a connect control per platform, and recent sessions."""
+    accounts = ConnectedAccount.objects.filter(user_id=request.user.pk).order_by("platform", "-connected_at")
+    platforms = [(p, platform_label(p)) for p in app_settings.PLATFORMS]
+    return render(
+        request,
+        "unipost_connect/connections.html",
+        {
+            "accounts": accounts,
+            "platforms": platforms,
+            "sessions": services.user_sessions(request.user, limit=10),
+        },
+    )
+
+
+@require_POST
+@csrf_protect
+@login_required
+def disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = get_object_or_404(ConnectedAccount, pk=account_id, user_id=request.user.pk)
+    next_url = safe_next(request, request.POST.get("next"))
+    try:
+        services.disconnect_account(account)
+    except UniPostError as exc:
+        messages.error(request, message_for_error(exc))
+    else:
+        messages.success(
+            request,
+            _("Your %(platform)s account is disconnected.")
+            % {"platform": platform_label(account.platform)},
+        )
+    return _done(request, next_url)
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class WebhookView(View):
+    """Receives UniPost deliveries: verify → store once → apply → signal."""
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        limit = app_settings.WEBHOOK_MAX_BODY_BYTES
+        declared = request.headers.get("Content-Length", "0")
+        if not declared.isdigit() or int(declared) > limit:
+            return HttpResponse(status=413)
+        body = request.body
+        if len(body) > limit:
+            return HttpResponse(status=413)
+        try:
+            webhooks.verify_signature(
+                body, request.headers.get(webhooks.SIGNATURE_HEADER), app_settings.WEBHOOK_SECRETS
+            )
+        except webhooks.WebhookSignatureError as exc:
+            logger.warning("Refused a webhook delivery: %s", exc)
+            raise PermissionDenied(str(exc)) from None
+        try:
+            payload = webhooks.parse_payload(body)
+        except webhooks.WebhookPayloadError as exc:
+            logger.warning("Refused a signed webhook delivery: %s", exc)
+            return HttpResponseBadRequest(str(exc))
+        outcome = services.apply_webhook_payload(
+            payload,
+            raw_body=body,
+            delivery_id=request.headers.get(webhooks.DELIVERY_HEADER, ""),
+        )
+        return JsonResponse(
+            {"received": True, "duplicate": outcome.duplicate, "result": outcome.event.result}
+        )
+
+
+webhook = WebhookView.as_view()
