@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -39,19 +39,59 @@ def badge(value: str, label: str) -> str:
     )
 
 
+def _error_text(exc: UniPostError) -> str:
+    status = f"HTTP {exc.status}" if exc.status is not None else _("no answer")
+    return _("%(code)s, %(status)s, request id %(rid)s") % {
+        "code": exc.code, "status": status, "rid": exc.request_id or "—",
+    }
+
+
+class SyncedAdmin(admin.ModelAdmin):
+    """Every field is synced from UniPost (or the flow): viewable, never saved from a form.
+
+    A POST to the change page saves nothing: ``ModelAdmin.save_model`` would write the
+    whole row as loaded, and could put back a stale status over a completion the
+    webhook or the return recorded meanwhile.
+    """
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if request.method == "POST" and object_id is not None:
+            self.message_user(
+                request, _("Nothing to save: these fields are kept in sync with UniPost."), messages.INFO
+            )
+            return HttpResponseRedirect(request.get_full_path())
+        context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().changeform_view(request, object_id, form_url, context)
+
+
 @admin.register(ConnectSession)
-class ConnectSessionAdmin(admin.ModelAdmin):
+class ConnectSessionAdmin(SyncedAdmin):
     list_display = (
         "id", "user", "platform", "status_badge", "managed_account_id", "created_at", "expires_at",
+        "error_code",
     )
     list_filter = ("status", "platform", "created_at")
     search_fields = (
-        "user__username", "user__email", "external_user_id", "unipost_session_id", "managed_account_id",
-        "request_id",
+        "user__username", "user__email", "external_user_email", "external_user_id", "unipost_session_id",
+        "managed_account_id", "request_id",
     )
     list_select_related = ("user",)
     date_hierarchy = "created_at"
-    actions = ["refresh_from_unipost"]
+    actions = ("refresh_from_unipost",)
     readonly_fields = (
         "id", "user", "platform", "profile_id", "external_user_id", "external_user_email",
         "allow_quickstart_creds", "unipost_session_id", "status", "managed_account_id", "next_url",
@@ -61,24 +101,25 @@ class ConnectSessionAdmin(admin.ModelAdmin):
     # ``url`` itself is never a field: its state parameter is the user's bearer secret.
     fields = readonly_fields
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: ConnectSession) -> str:
         return badge(obj.status, obj.get_status_display())
 
     @admin.display(description=_("hosted url"))
     def hosted_url(self, obj: ConnectSession) -> str:
-        """Shown for support only while the session is pending, and only here."""
+        """For support, only on this page and only while the session is pending.
+
+        Its ``state`` is the user's bearer secret for the hosted page: it is not a list
+        column, not searchable, and gone once the session has ended.
+        """
         if obj.is_pending and obj.url:
-            return obj.url
+            return format_html('<a href="{}" rel="noreferrer noopener">{}</a>', obj.url, obj.url)
         return "—"
 
-    @admin.action(description=_("Refresh from UniPost"))
+    @admin.action(description=_("Refresh from UniPost"), permissions=["change"])
     def refresh_from_unipost(self, request: HttpRequest, queryset: QuerySet[ConnectSession]) -> None:
         changed = failed = 0
-        for session in queryset.exclude(unipost_session_id=None):
+        for session in queryset.order_by("created_at", "pk"):
             before = session.status
             try:
                 session = services.reconcile_session(session)
@@ -86,11 +127,13 @@ class ConnectSessionAdmin(admin.ModelAdmin):
                 failed += 1
                 self.message_user(
                     request,
-                    _("Session %(id)s: %(code)s (request id %(rid)s)")
-                    % {"id": session.pk, "code": exc.code, "rid": exc.request_id or "—"},
+                    _("Session %(id)s was not refreshed: %(error)s.")
+                    % {"id": session.pk, "error": _error_text(exc)},
                     messages.ERROR,
                 )
                 continue
+            # Past its deadline with nothing from UniPost (never started there): expired.
+            services.expire_if_overdue(session)
             changed += session.status != before
         self.message_user(
             request,
@@ -100,40 +143,43 @@ class ConnectSessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(ConnectedAccount)
-class ConnectedAccountAdmin(admin.ModelAdmin):
+class ConnectedAccountAdmin(SyncedAdmin):
     list_display = ("managed_account_id", "account_name", "user", "platform", "status_badge", "connected_at")
     list_filter = ("status", "platform", "connected_at")
-    search_fields = ("user__username", "user__email", "external_user_id", "managed_account_id", "account_name")
+    search_fields = (
+        "user__username", "user__email", "external_user_id", "managed_account_id", "account_name",
+    )
     list_select_related = ("user",)
-    actions = ["disconnect"]
+    actions = ("disconnect",)
     readonly_fields = (
         "user", "managed_account_id", "platform", "account_name", "external_user_id", "profile_id",
         "status", "connected_at", "disconnected_at", "created_at", "updated_at",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    fields = readonly_fields
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: ConnectedAccount) -> str:
         return badge(obj.status, obj.get_status_display())
 
-    @admin.action(description=_("Disconnect (in UniPost too)"))
+    @admin.action(description=_("Disconnect (in UniPost too)"), permissions=["change"])
     def disconnect(self, request: HttpRequest, queryset: QuerySet[ConnectedAccount]) -> None:
-        done = 0
+        """DELETE each account at UniPost; mark only those UniPost confirmed."""
+        done = failed = 0
         for account in queryset.exclude(status=ConnectedAccount.Status.DISCONNECTED):
             try:
                 done += services.disconnect_account(account)
             except UniPostError as exc:
+                failed += 1
                 self.message_user(
                     request,
-                    _("%(account)s was not disconnected: %(code)s (request id %(rid)s)")
-                    % {"account": account, "code": exc.code, "rid": exc.request_id or "—"},
+                    _("%(account)s was not disconnected: %(error)s.")
+                    % {"account": account, "error": _error_text(exc)},
                     messages.ERROR,
                 )
         self.message_user(
             request,
             ngettext("%(n)d account disconnected.", "%(n)d accounts disconnected.", done) % {"n": done},
+            messages.SUCCESS if not failed else messages.WARNING,
         )
 
 
@@ -143,7 +189,8 @@ class WebhookEventAdmin(admin.ModelAdmin):
     list_filter = ("event_type", "result", "received_at")
     search_fields = ("event_key", "delivery_id")
     readonly_fields = (
-        "event_key", "event_type", "delivery_id", "payload", "result", "detail", "received_at", "processed_at",
+        "event_key", "event_type", "delivery_id", "payload", "result", "detail", "received_at",
+        "processed_at",
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:

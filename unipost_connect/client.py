@@ -11,16 +11,19 @@ is a bearer secret of the hosted page).
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from . import __version__
 from .errors import (
@@ -41,9 +44,10 @@ class RemoteSession:
     """A connect session as UniPost reports it."""
 
     id: str
-    status: str
+    status: str  # as UniPost sent it; values outside the contract are the caller's to judge
     platform: str = ""
-    url: str = ""
+    # The hosted url's ``state`` is a bearer secret: keep it out of reprs (and so logs).
+    url: str = field(default="", repr=False)
     external_user_id: str = ""
     expires_at: datetime | None = None
     created_at: datetime | None = None
@@ -67,22 +71,32 @@ class RemoteAccount:
 
 
 def parse_datetime(value: Any) -> datetime | None:
-    """Parse an RFC 3339 timestamp; anything unparseable is ``None``."""
+    """Parse an RFC 3339 timestamp into UTC; anything unparseable is ``None``."""
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        # In UTC here, so a value at the edge of the calendar ("0001-01-01T00:00:00+14:00")
+        # fails now rather than with an OverflowError when the database stores it.
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def is_http_url(value: str) -> bool:
+    """An absolute http(s) URL with a host, safe to put in a ``Location`` header."""
+    # urlsplit silently drops tabs and newlines, so check the raw text: a control
+    # character would make Django refuse the redirect header (a 500) or split it.
+    if not value or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return False
     try:
         parts = urlsplit(value)
+        host = parts.hostname
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return parts.scheme in ("http", "https") and bool(host)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -91,31 +105,54 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "inf" stays infinite (longer than any cap, so never slept through); "nan" means nothing.
+        return None if math.isnan(seconds) else max(0.0, seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _request_id(response: requests.Response, body: Any) -> str:
-    if isinstance(body, dict) and isinstance(body.get("request_id"), str):
-        return str(body["request_id"])
-    return response.headers.get("X-Request-Id", "")
+    if isinstance(body, dict):
+        value = body.get("request_id")
+        if isinstance(value, str) and value:
+            return value
+    return str(response.headers.get("X-Request-Id", ""))
+
+
+def _load_json(response: requests.Response) -> Any:
+    """The decoded body; raises ValueError for anything that is not JSON."""
+    content = response.content
+    if not content:
+        raise ValueError("empty body")
+    try:
+        try:
+            return json.loads(content)
+        except UnicodeDecodeError:
+            # Not UTF-8/16/32: decode as requests would (declared charset, else replacement).
+            return json.loads(response.text)
+    except RecursionError:  # absurdly deep nesting (RecursionError is not a ValueError)
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
     """True when the request certainly never reached the server (safe to resend a POST)."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
-    if isinstance(exc, requests.ConnectionError):
-        reason = getattr(exc.args[0], "reason", None) if exc.args else None
-        return type(reason).__name__ in ("NewConnectionError", "NameResolutionError")
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.exceptions.SSLError):
+        # requests wraps urllib3's MaxRetryError, whose ``reason`` says what failed.
+        # NewConnectionError (refused, DNS failure) means no TCP connection was made.
+        cause = exc.args[0] if exc.args else None
+        reason = getattr(cause, "reason", cause)
+        return isinstance(reason, NewConnectionError)
     return False
 
 
@@ -125,7 +162,7 @@ def error_from_response(response: requests.Response) -> UniPostError:
     cls = error_class_for_status(status)
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     try:
-        body = response.json()
+        body = _load_json(response)
     except ValueError:
         body = None
     request_id = _request_id(response, body)
@@ -156,7 +193,7 @@ def error_from_response(response: requests.Response) -> UniPostError:
 
 def _json_object(response: requests.Response) -> dict[str, Any]:
     try:
-        body = response.json()
+        body = _load_json(response)
     except ValueError:
         raise UniPostResponseError(
             f"UniPost answered HTTP {response.status_code} with a body that is not JSON.",
@@ -182,22 +219,34 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def parse_session(body: dict[str, Any], *, request_id: str = "", require_url: bool) -> RemoteSession:
-    """Turn a session answer into a :class:`RemoteSession`, or raise UniPostResponseError."""
+def parse_session(
+    body: Any, *, request_id: str = "", require_url: bool, http_status: int | None = None
+) -> RemoteSession:
+    """Turn a session answer into a :class:`RemoteSession`, or raise UniPostResponseError.
+
+    The session's ``status`` is passed through exactly as sent: only the contract's
+    lowercase values mean anything, and ``"Completed"`` must not be taken for success.
+    ``http_status`` is the answer's HTTP status, recorded on any error raised.
+    """
+    if not isinstance(body, dict):
+        raise UniPostResponseError(
+            "UniPost's session answer is not a JSON object.", status=http_status, request_id=request_id
+        )
     data = _unwrap(body)
     session_id = _str(data.get("id")).strip()
-    status = _str(data.get("status")).strip().lower()
+    status = _str(data.get("status"))
     url = _str(data.get("url")).strip()
-    missing = [name for name, value in (("id", session_id), ("status", status)) if not value]
+    missing = [name for name, value in (("id", session_id), ("status", status.strip())) if not value]
     if require_url and not url:
         missing.append("url")
     if missing:
         raise UniPostResponseError(
-            f"UniPost's session answer lacks {', '.join(missing)}.", request_id=request_id
+            f"UniPost's session answer lacks {', '.join(missing)}.", status=http_status, request_id=request_id
         )
     if url and not is_http_url(url):
         raise UniPostResponseError(
             "UniPost's hosted url is not an http(s) address; refusing to use it.",
+            status=http_status,
             request_id=request_id,
         )
     return RemoteSession(
@@ -216,10 +265,14 @@ def parse_session(body: dict[str, Any], *, request_id: str = "", require_url: bo
     )
 
 
-def parse_accounts(body: dict[str, Any], *, request_id: str = "") -> list[RemoteAccount]:
+def parse_accounts(
+    body: dict[str, Any], *, request_id: str = "", http_status: int | None = None
+) -> list[RemoteAccount]:
     data = body.get("data", body.get("accounts"))
     if not isinstance(data, list):
-        raise UniPostResponseError("UniPost's account list is not a list.", request_id=request_id)
+        raise UniPostResponseError(
+            "UniPost's account list is not a list.", status=http_status, request_id=request_id
+        )
     accounts = []
     for item in data:
         if isinstance(item, dict) and _str(item.get("id")):
@@ -235,6 +288,14 @@ def parse_accounts(body: dict[str, Any], *, request_id: str = "") -> list[Remote
                 )
             )
     return accounts
+
+
+class _Answer(NamedTuple):
+    """A 2xx answer: its JSON object, request id and HTTP status."""
+
+    body: dict[str, Any]
+    request_id: str
+    status: int
 
 
 class UniPostClient:
@@ -258,7 +319,7 @@ class UniPostClient:
         retry_max_wait: float = 5.0,
         backoff: float = 0.25,
         session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.api_key = api_key
         self.base_url = base_url.rstrip("/")
@@ -266,7 +327,8 @@ class UniPostClient:
         self.max_retries = max(0, max_retries)
         self.retry_max_wait = retry_max_wait
         self.backoff = backoff
-        self.sleep = sleep
+        # Looked up at call time by default, so patching ``time.sleep`` (in tests) takes effect.
+        self._sleep = sleep
         self.http = session or requests.Session()
 
     def __repr__(self) -> str:  # never show the key
@@ -295,24 +357,26 @@ class UniPostClient:
             payload["return_url"] = return_url
         if profile_id:
             payload["profile_id"] = profile_id
-        body, request_id = self._request("POST", "/v1/connect/sessions", json=payload, idempotent=False)
-        return parse_session(body, request_id=request_id, require_url=True)
+        answer = self._request("POST", "/v1/connect/sessions", json=payload, idempotent=False)
+        return parse_session(
+            answer.body, request_id=answer.request_id, require_url=True, http_status=answer.status
+        )
 
     def get_session(self, session_id: str) -> RemoteSession:
-        body, request_id = self._request("GET", f"/v1/connect/sessions/{quote(session_id, safe='')}")
-        return parse_session(body, request_id=request_id, require_url=False)
+        answer = self._request("GET", f"/v1/connect/sessions/{quote(session_id, safe='')}")
+        return parse_session(
+            answer.body, request_id=answer.request_id, require_url=False, http_status=answer.status
+        )
 
     def list_accounts(self, *, external_user_id: str | None = None) -> list[RemoteAccount]:
         params = {"external_user_id": external_user_id} if external_user_id else None
-        body, request_id = self._request("GET", "/v1/accounts", params=params)
-        return parse_accounts(body, request_id=request_id)
+        answer = self._request("GET", "/v1/accounts", params=params)
+        return parse_accounts(answer.body, request_id=answer.request_id, http_status=answer.status)
 
     def delete_account(self, account_id: str) -> str:
         """Disconnect an account; returns the request id."""
-        _, request_id = self._request(
-            "DELETE", f"/v1/accounts/{quote(account_id, safe='')}", allow_empty=True
-        )
-        return request_id
+        answer = self._request("DELETE", f"/v1/accounts/{quote(account_id, safe='')}", allow_empty=True)
+        return answer.request_id
 
     # -- transport -------------------------------------------------------------
 
@@ -325,7 +389,7 @@ class UniPostClient:
         params: dict[str, str] | None = None,
         idempotent: bool = True,
         allow_empty: bool = False,
-    ) -> tuple[dict[str, Any], str]:
+    ) -> _Answer:
         url = self.base_url + path
         headers = {
             "Authorization": f"Bearer {self.api_key}",
@@ -337,8 +401,11 @@ class UniPostClient:
             attempt += 1
             started = time.monotonic()
             try:
+                # No redirects: a 3xx is not part of the contract, and following one
+                # would turn the create POST into a GET somewhere else.
                 response = self.http.request(
-                    method, url, json=json, params=params, headers=headers, timeout=self.timeout
+                    method, url, json=json, params=params, headers=headers, timeout=self.timeout,
+                    allow_redirects=False,
                 )
                 # Read the whole body here so a reset mid-body is a connection error.
                 response.content  # noqa: B018
@@ -347,6 +414,7 @@ class UniPostClient:
                     _describe_transport_error(exc),
                     code="TIMEOUT" if isinstance(exc, requests.Timeout) else "CONNECTION_ERROR",
                 )
+                error.__cause__ = exc
                 may_retry = idempotent or _never_sent(exc)
                 logger.warning("UniPost %s %s failed: %s (attempt %d)", method, path, error.code, attempt)
             else:
@@ -358,9 +426,9 @@ class UniPostClient:
                         method, path, response.status_code, elapsed_ms, request_id,
                     )
                     if allow_empty and not response.content.strip():
-                        return {}, request_id
+                        return _Answer({}, request_id, response.status_code)
                     body = _json_object(response)
-                    return body, _request_id(response, body)
+                    return _Answer(body, _request_id(response, body), response.status_code)
                 error = error_from_response(response)
                 logger.warning(
                     "UniPost %s %s -> %s %s (request_id=%s, attempt %d)",
@@ -372,7 +440,7 @@ class UniPostClient:
             wait = self._wait_before_retry(error, attempt)
             if wait is None:
                 raise error
-            self.sleep(wait)
+            (time.sleep if self._sleep is None else self._sleep)(wait)
 
     def _wait_before_retry(self, error: UniPostError, attempt: int) -> float | None:
         if error.retry_after is not None:

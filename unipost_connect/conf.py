@@ -78,12 +78,13 @@ class ConnectSettings:
     @property
     def API_KEY(self) -> str:
         key = self.get("API_KEY")
-        if not key:
+        if not isinstance(key, str) or not key.strip():
             raise ImproperlyConfigured(
                 "UNIPOST_CONNECT['API_KEY'] is not set. Add your UniPost workspace API key "
                 "(up_live_… or up_test_…) to the UNIPOST_CONNECT dict in settings.py."
             )
-        return str(key)
+        # A key pasted from a file or an env var often carries a trailing newline.
+        return key.strip()
 
     @property
     def API_BASE_URL(self) -> str:
@@ -91,13 +92,15 @@ class ConnectSettings:
 
     @property
     def WEBHOOK_SECRETS(self) -> list[str]:
-        """All accepted signing secrets; a list lets a secret be rotated."""
+        """All accepted signing secrets; a list lets a secret be rotated without downtime."""
         value = self.get("WEBHOOK_SECRET")
         if not value:
             return []
         if isinstance(value, str):
-            return [value]
-        return [str(v) for v in value if v]
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            return []  # reported by check unipost_connect.E006; accept no signature at all
+        return [v.strip() for v in value if isinstance(v, str) and v.strip()]
 
     @property
     def PROFILE_ID(self) -> str | None:
@@ -110,7 +113,18 @@ class ConnectSettings:
 
     @property
     def PLATFORMS(self) -> tuple[str, ...]:
-        return tuple(str(p) for p in self.get("PLATFORMS"))
+        """The allowed platforms, lowercased, in the order given.
+
+        A string is read as a comma- or space-separated list (check E004 still flags it).
+        """
+        value = self.get("PLATFORMS")
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        try:
+            names = [str(p).strip().lower() for p in value]
+        except TypeError:
+            return ()
+        return tuple(dict.fromkeys(name for name in names if name))
 
     @property
     def RETURN_BASE_URL(self) -> str | None:

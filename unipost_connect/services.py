@@ -8,19 +8,22 @@ completes (and signals) exactly once. Signals go out after commit.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from . import signals
 from .client import RemoteSession, UniPostClient, get_client
@@ -38,6 +41,9 @@ TERMINAL_REMOTE_STATUSES = {"completed", "expired", "cancelled"}
 # A session marked expired locally may still be completed by a late webhook or read:
 # the account exists at UniPost either way.
 _COMPLETABLE = (ConnectSession.Status.PENDING, ConnectSession.Status.EXPIRED)
+# How far apart UniPost's clock (event timestamps, completed_at) and ours may be when a
+# webhook is matched to the session that produced it.
+EVENT_CLOCK_SKEW = timedelta(minutes=1)
 
 
 class UnknownPlatformError(ValueError):
@@ -150,13 +156,14 @@ def _record_error(session: ConnectSession, exc: UniPostError, *, status: str | N
         "request_id": exc.request_id[:128],
         "updated_at": timezone.now(),
     }
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         query = ConnectSession.objects.filter(pk=session.pk)
         if status is not None:
             fields["status"] = status
             changed = query.filter(status=ConnectSession.Status.PENDING).update(**fields)
             if changed:
-                _on_commit_ended(session.pk, status)
+                _set(session, fields)
+                _on_commit_ended(session, status)
         else:
             query.update(**fields)
     session.refresh_from_db()
@@ -177,7 +184,7 @@ def record_return_hint(session: ConnectSession, connect_status: str, reason: str
 def reconcile_session(
     session: ConnectSession, *, client: UniPostClient | None = None
 ) -> ConnectSession:
-    """Ask UniPost for the session's truth and apply it. Returns the refreshed session.
+    """Ask UniPost for the session's truth and apply it. Returns ``session``, updated.
 
     On an API failure the row's status is left as it was, the error is recorded on it,
     and the :class:`~unipost_connect.errors.UniPostError` is raised.
@@ -187,11 +194,12 @@ def reconcile_session(
     client = client or get_client()
     try:
         remote = client.get_session(session.unipost_session_id)
+        # No refresh afterwards: a change this call made is mirrored on ``session``, and
+        # one it lost to a concurrent worker was read back from the database.
         apply_remote_session(session, remote)
     except UniPostError as exc:
         _record_error(session, exc)
         raise
-    session.refresh_from_db()
     return session
 
 
@@ -215,6 +223,7 @@ def apply_remote_session(session: ConnectSession, remote: RemoteSession) -> bool
         )
     elif remote.expires_at and remote.expires_at != session.expires_at:
         ConnectSession.objects.filter(pk=session.pk).update(expires_at=remote.expires_at)
+        session.expires_at = remote.expires_at
     return False
 
 
@@ -232,15 +241,20 @@ def complete_session(
     ``connect_session_completed`` (after commit).
     """
     now = timezone.now()
-    with transaction.atomic():
-        won = ConnectSession.objects.filter(pk=session.pk, status__in=_COMPLETABLE).update(
-            status=ConnectSession.Status.COMPLETED,
-            managed_account_id=managed_account_id,
-            completed_at=completed_at or now,
-            error_code="",
-            error_message="",
-            updated_at=now,
-        )
+    fields: dict[str, Any] = {
+        "status": ConnectSession.Status.COMPLETED,
+        "managed_account_id": managed_account_id,
+        "completed_at": completed_at or now,
+        "error_code": "",
+        "error_message": "",
+        "updated_at": now,
+    }
+    # No savepoint of our own: nothing here is retried after a failure, and inside a
+    # caller's transaction (the webhook's) a failure must undo the caller's work too.
+    with transaction.atomic(savepoint=False):
+        # Under READ COMMITTED a concurrent UPDATE of the same row waits for the first
+        # to commit, then re-checks the WHERE on the new row: only one caller matches.
+        won = ConnectSession.objects.filter(pk=session.pk, status__in=_COMPLETABLE).update(**fields)
         if won:
             account = upsert_account(
                 user_id=session.user_id,
@@ -250,16 +264,15 @@ def complete_session(
                 external_user_id=session.external_user_id,
                 profile_id=profile_id or session.profile_id,
             )
-            session_pk = session.pk
-
-            def send() -> None:
-                fresh = ConnectSession.objects.select_related("user").get(pk=session_pk)
-                signals.connect_session_completed.send(
-                    sender=ConnectSession, session=fresh, account=account
+            _set(session, fields)
+            snapshot = copy.copy(session)
+            transaction.on_commit(
+                lambda: signals.connect_session_completed.send(
+                    sender=ConnectSession, session=snapshot, account=account
                 )
-
-            transaction.on_commit(send)
-    session.refresh_from_db()
+            )
+    if not won:
+        session.refresh_from_db()  # show the caller what the winner recorded
     return bool(won)
 
 
@@ -267,24 +280,33 @@ def end_session(session: ConnectSession, status: str) -> bool:
     """Move a pending session to expired or cancelled, exactly once."""
     if status not in (ConnectSession.Status.EXPIRED, ConnectSession.Status.CANCELLED):
         raise ValueError(f"{status!r} is not an ending status")
-    with transaction.atomic():
+    fields = {"status": status, "updated_at": timezone.now()}
+    with transaction.atomic(savepoint=False):
         won = ConnectSession.objects.filter(
             pk=session.pk, status=ConnectSession.Status.PENDING
-        ).update(status=status, updated_at=timezone.now())
+        ).update(**fields)
         if won:
-            _on_commit_ended(session.pk, status)
-    session.refresh_from_db()
+            _set(session, fields)
+            _on_commit_ended(session, status)
+    if not won:
+        session.refresh_from_db()
     return bool(won)
 
 
-def _on_commit_ended(session_pk: uuid.UUID, status: str) -> None:
-    def send() -> None:
-        fresh = ConnectSession.objects.select_related("user").get(pk=session_pk)
-        signals.connect_session_ended_without_account.send(
-            sender=ConnectSession, session=fresh, status=status
-        )
+def _set(instance: Any, fields: Mapping[str, Any]) -> None:
+    """Mirror on ``instance`` what a conditional UPDATE just wrote to its row."""
+    for name, value in fields.items():
+        setattr(instance, name, value)
 
-    transaction.on_commit(send)
+
+def _on_commit_ended(session: ConnectSession, status: str) -> None:
+    # A copy, so what receivers see is this change even if the caller moves on first.
+    snapshot = copy.copy(session)
+    transaction.on_commit(
+        lambda: signals.connect_session_ended_without_account.send(
+            sender=ConnectSession, session=snapshot, status=str(status)
+        )
+    )
 
 
 def upsert_account(
@@ -301,7 +323,12 @@ def upsert_account(
     Sends ``account_connected`` (after commit) when the account is new or comes back
     from disconnected.
     """
-    with transaction.atomic():
+    account_name = account_name[:255]
+    profile_id = profile_id[:128]
+    # get_or_create is race-safe here: a concurrent insert of the same
+    # managed_account_id makes ours fail on the unique index inside get_or_create's own
+    # savepoint, and it then reads (and locks) the row the other worker committed.
+    with transaction.atomic(savepoint=False):
         account, created = ConnectedAccount.objects.select_for_update().get_or_create(
             managed_account_id=managed_account_id,
             defaults={
@@ -378,7 +405,7 @@ def apply_webhook_payload(
         data = payload.get("data")
         data = data if isinstance(data, Mapping) else {}
         if event_type == "account.connected":
-            result, detail = _apply_account_connected(data)
+            result, detail = _apply_account_connected(data, _event_time(payload))
         elif event_type == "account.disconnected":
             result, detail = _apply_account_disconnected(data)
         else:
@@ -390,32 +417,42 @@ def apply_webhook_payload(
     return WebhookOutcome(event, duplicate=False)
 
 
-def _apply_account_connected(data: Mapping[str, Any]) -> tuple[str, str]:
-    account_id = str(data.get("social_account_id") or "")
+def _apply_account_connected(data: Mapping[str, Any], at: datetime | None) -> tuple[str, str]:
+    account_id = str(data.get("social_account_id") or "").strip()
     platform = str(data.get("platform") or "").strip().lower()
     external_user_id = str(data.get("external_user_id") or "").strip()
     account_name = str(data.get("account_name") or "")
     profile_id = str(data.get("profile_id") or "")
+    connection_type = data.get("connection_type")
+    ignored = WebhookEvent.Result.IGNORED
     if not account_id or not external_user_id:
-        return WebhookEvent.Result.IGNORED, "No social_account_id or external_user_id (not a Connect account)."
-    sessions = ConnectSession.objects.filter(external_user_id=external_user_id)
-    pending = (
-        sessions.filter(platform=platform, status=ConnectSession.Status.PENDING)
-        .exclude(unipost_session_id=None)
-        .order_by("-created_at")
-        .first()
-    )
+        return ignored, "No social_account_id or external_user_id (not a Connect account)."
+    if isinstance(connection_type, str) and connection_type and connection_type.lower() != "managed":
+        return ignored, f"connection_type {connection_type[:32]!r} is not a Connect account."
+    # Values our columns cannot hold would fail the insert (and make UniPost retry a
+    # delivery that can never succeed): keep the event, apply nothing.
+    if len(account_id) > 128 or len(external_user_id) > 256 or not platform or len(platform) > 32:
+        return ignored, "social_account_id, external_user_id or platform is malformed."
+    pending = _session_for_event(external_user_id, platform, account_id, at)
     if pending is not None:
+        completed_at = min(at, timezone.now()) if at is not None else None
         completed = complete_session(
-            pending, account_id, account_name=account_name, profile_id=profile_id
+            pending, account_id, account_name=account_name, profile_id=profile_id,
+            completed_at=completed_at,
         )
         if completed:
             return WebhookEvent.Result.APPLIED, f"Completed session {pending.pk}."
         owner_id = pending.user_id
     else:
-        any_session = sessions.only("user_id").order_by("-created_at").first()
+        any_session = (
+            ConnectSession.objects.filter(external_user_id=external_user_id)
+            .only("user_id")
+            .order_by("-created_at")
+            .first()
+        )
         if any_session is None:
-            return WebhookEvent.Result.UNKNOWN_USER, f"No local user for external_user_id {external_user_id!r}."
+            detail = f"No local user for external_user_id {external_user_id[:64]!r}."
+            return WebhookEvent.Result.UNKNOWN_USER, detail
         owner_id = any_session.user_id
     upsert_account(
         user_id=owner_id,
@@ -426,6 +463,52 @@ def _apply_account_connected(data: Mapping[str, Any]) -> tuple[str, str]:
         profile_id=profile_id,
     )
     return WebhookEvent.Result.APPLIED, f"Account {account_id} recorded."
+
+
+def _session_for_event(
+    external_user_id: str, platform: str, account_id: str, at: datetime | None
+) -> ConnectSession | None:
+    """The pending session an ``account.connected`` event most likely completes, if any.
+
+    The event names no session, so this is the newest pending one of that user and
+    platform that existed when the event happened (give or take clock skew). It is *not*
+    that session when this very account was already recorded on a session created after
+    it, or completed after it was created: the event is then most likely the echo of that
+    completion (say the browser's return came first, and the user had also left an older
+    session pending). Completing the pending one with it would mark as done a session
+    the user never finished; left pending, it is settled by its own return or by the
+    reconcile command, which ask UniPost.
+    """
+    sessions = ConnectSession.objects.filter(external_user_id=external_user_id, platform=platform)
+    echo = sessions.filter(
+        Q(completed_at__gte=OuterRef("created_at")) | Q(created_at__gte=OuterRef("created_at")),
+        status=ConnectSession.Status.COMPLETED,
+        managed_account_id=account_id,
+    )
+    candidates = sessions.filter(status=ConnectSession.Status.PENDING).exclude(unipost_session_id=None)
+    if at is not None:
+        candidates = candidates.filter(created_at__lte=at + EVENT_CLOCK_SKEW)
+    # Being an echo carries over to every older candidate, so filtering them out one by
+    # one answers the same as looking at the newest alone.
+    return candidates.filter(~Exists(echo)).order_by("-created_at").first()
+
+
+def _event_time(payload: Mapping[str, Any]) -> datetime | None:
+    """The event's ``timestamp`` (UniPost's clock) as an aware datetime, if it is one."""
+    value = payload.get("timestamp")
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = parse_datetime(value.strip())
+        if parsed is None:
+            return None
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed, UTC)
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    # Nonsense at the edges of the calendar, with no room for clock-skew arithmetic.
+    return parsed if 1 < parsed.year < 9999 else None
 
 
 def _apply_account_disconnected(data: Mapping[str, Any]) -> tuple[str, str]:
@@ -443,18 +526,19 @@ def _apply_account_disconnected(data: Mapping[str, Any]) -> tuple[str, str]:
 def mark_disconnected(account: ConnectedAccount) -> bool:
     """Mark the account disconnected locally, once; sends ``account_disconnected``."""
     now = timezone.now()
-    with transaction.atomic():
+    fields = {"status": ConnectedAccount.Status.DISCONNECTED, "disconnected_at": now, "updated_at": now}
+    with transaction.atomic(savepoint=False):
         won = ConnectedAccount.objects.filter(pk=account.pk).exclude(
             status=ConnectedAccount.Status.DISCONNECTED
-        ).update(status=ConnectedAccount.Status.DISCONNECTED, disconnected_at=now, updated_at=now)
+        ).update(**fields)
         if won:
-            account_pk = account.pk
+            _set(account, fields)
+            snapshot = copy.copy(account)
             transaction.on_commit(
-                lambda: signals.account_disconnected.send(
-                    sender=ConnectedAccount, account=ConnectedAccount.objects.get(pk=account_pk)
-                )
+                lambda: signals.account_disconnected.send(sender=ConnectedAccount, account=snapshot)
             )
-    account.refresh_from_db()
+    if not won:
+        account.refresh_from_db()
     return bool(won)
 
 

@@ -1,4 +1,12 @@
-"""Signals a site can hook into. All are sent after the database transaction commits."""
+"""Signals a site can hook into.
+
+All are sent after the database transaction that made the change commits (never for a
+change that was rolled back), once, by whichever worker made it: the return view, the
+webhook view, the reconcile command or the admin. The objects they carry are snapshots
+taken at that change. The change is already saved when a receiver runs, so a receiver
+that raises does not undo it, and it is not sent again: make slow or fallible work a
+task of its own.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +18,15 @@ from django.dispatch import Signal
 connect_session_completed = Signal()
 
 # A connect session ended without an account: expired, cancelled by the user, or
-# failed to start. Sent once per session and terminal status.
+# failed to start. Sent once per session. A session marked expired here can still
+# complete afterwards (a late webhook or read proves UniPost completed it in time); it
+# then sends connect_session_completed too.
 # kwargs: sender=ConnectSession, session: ConnectSession, status: str
 connect_session_ended_without_account = Signal()
 
-# A managed account became active for a local user (new, or reconnected).
+# A managed account became active for a local user: new (created=True), or back from
+# disconnected / reconnect required (created=False). Not sent when an active account is
+# merely refreshed (say a new name).
 # kwargs: sender=ConnectedAccount, account: ConnectedAccount, created: bool
 account_connected = Signal()
 

@@ -1,10 +1,15 @@
 """Short, translatable messages that tell a user what happened and what to do next.
 
-Staff see the raw error code and request id in the admin; users see these.
+Staff see the raw error code and request id in the admin; users see these. Nothing here
+repeats UniPost's own message text: it may name workspace settings the user cannot
+change, and it is not translated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from django.contrib import messages
 from django.utils.translation import gettext as _
 
 from .conf import PLATFORM_LABELS
@@ -25,20 +30,42 @@ def platform_label(platform: str) -> str:
     return PLATFORM_LABELS.get(platform, platform)
 
 
-def message_for_error(error: UniPostError) -> str:
+def _is_missing_credentials(error: UniPostError) -> bool:
+    # UniPost says "workspace is missing <platform> platform credentials; …" (a 422).
+    text = error.message.lower()
+    return "credential" in text and "missing" in text
+
+
+def message_for_error(error: UniPostError, *, platform: str = "") -> str:
     """What to tell the user when a call to UniPost failed."""
+    label = platform_label(platform.strip().lower()) if platform else ""
     if isinstance(error, PlanLimitError):
-        return _(
-            "Connecting this kind of account is not included in this site's UniPost plan. "
-            "Please contact the site's support."
-        )
-    if isinstance(error, UniPostValidationError):
-        if "credentials" in error.message.lower():
+        if error.code == "PLAN_PLATFORM_NOT_ALLOWED" and label:
             return _(
-                "This platform is not set up for connections yet. "
+                "Connecting %(platform)s accounts is not included in this site's plan. "
+                "Please contact the site's support."
+            ) % {"platform": label}
+        if error.code == "PLAN_PLATFORM_NOT_ALLOWED":
+            return _(
+                "Connecting this kind of account is not included in this site's plan. "
                 "Please contact the site's support."
             )
-        return _("UniPost could not start the connection. Please contact the site's support.")
+        return _(
+            "This site has reached a limit of its plan, so no new account can be "
+            "connected right now. Please contact the site's support."
+        )
+    if isinstance(error, UniPostValidationError):
+        if _is_missing_credentials(error):
+            if label:
+                return _(
+                    "%(platform)s is not set up for connections on this site yet. "
+                    "Please contact the site's support."
+                ) % {"platform": label}
+            return _(
+                "This platform is not set up for connections on this site yet. "
+                "Please contact the site's support."
+            )
+        return _("The connection could not be started. Please contact the site's support.")
     if isinstance(error, RateLimitedError):
         return _("Too many connection attempts right now. Please wait a minute and try again.")
     if isinstance(error, AuthenticationError):
@@ -47,41 +74,67 @@ def message_for_error(error: UniPostError) -> str:
             "Please contact the site's support."
         )
     if isinstance(error, NotFoundError):
-        return _("UniPost no longer knows this connection attempt. Please start again.")
+        return _("This connection attempt is no longer known. Please start again.")
     if isinstance(error, (UniPostConnectionError, UniPostResponseError)) or (
         error.status is not None and error.status >= 500
     ):
-        return _("UniPost is not available right now. Please try again in a few minutes.")
-    return _("Something went wrong while talking to UniPost. Please try again.")
+        return _(
+            "The connection service is not available right now. "
+            "Please try again in a few minutes."
+        )
+    return _("Something went wrong while connecting your account. Please try again.")
 
 
-REASON_MESSAGES = {
-    "access_denied": lambda: _("You declined the authorization, so nothing was connected."),
+def message_for_disconnect_error(error: UniPostError, *, platform: str = "") -> str:
+    """What to tell the user when UniPost could not disconnect an account."""
+    if isinstance(error, (RateLimitedError, AuthenticationError)):
+        return message_for_error(error, platform=platform)
+    return _(
+        "Your %(platform)s account could not be disconnected right now. "
+        "Please try again in a few minutes."
+    ) % {"platform": platform_label(platform)}
+
+
+# Messages for the ``reason`` UniPost appends to the return URL, when one is worth
+# naming. Values are callables so the text is translated in the user's language.
+REASON_MESSAGES: dict[str, Callable[[str], str]] = {
+    "access_denied": lambda label: _(
+        "You declined the authorization, so no %(platform)s account was connected."
+    )
+    % {"platform": label},
 }
 
 
-def message_for_outcome(session: ConnectSession) -> tuple[str, str]:
-    """(level, text) for the user arriving back from the hosted page."""
+def message_for_outcome(session: ConnectSession) -> tuple[int, str]:
+    """(message level, text) for the user arriving back from the hosted page.
+
+    ``session`` has just been reconciled with UniPost: its status is the truth, and its
+    ``return_status``/``return_reason`` (what the browser claimed) only pick the wording
+    of a session that is still pending.
+    """
     label = platform_label(session.platform)
     if session.status == ConnectSession.Status.COMPLETED:
-        return "success", _("Your %(platform)s account is connected.") % {"platform": label}
+        return messages.SUCCESS, _("Your %(platform)s account is connected.") % {"platform": label}
     if session.status == ConnectSession.Status.CANCELLED:
-        return "warning", _(
-            "You declined the authorization, so no %(platform)s account was connected."
-        ) % {"platform": label}
+        return messages.WARNING, REASON_MESSAGES["access_denied"](label)
     if session.status == ConnectSession.Status.EXPIRED:
-        return "error", _(
-            "The connection attempt expired before it was finished. Please start again."
-        )
+        return messages.ERROR, _(
+            "The connection attempt expired before it was finished, so no %(platform)s "
+            "account was connected. Please start again."
+        ) % {"platform": label}
     if session.status == ConnectSession.Status.FAILED:
-        return "error", _("The connection could not be started. Please try again.")
-    # Still pending: the hosted page reported an error, or the user came back early.
-    if session.return_status == "error":
-        return "error", _(
+        return messages.ERROR, _("The connection could not be started. Please try again.")
+    # Still pending at UniPost: the hosted page reported an error, or the user came back
+    # early (or typed the return URL). A claimed success proves nothing.
+    if session.return_status in ("error", "cancelled"):
+        reason = REASON_MESSAGES.get(session.return_reason)
+        if reason is not None:
+            return messages.WARNING, reason(label)
+        return messages.ERROR, _(
             "%(platform)s reported a problem while connecting, so nothing was connected. "
             "You can try again."
         ) % {"platform": label}
-    return "info", _(
+    return messages.INFO, _(
         "Your %(platform)s connection is not finished yet. "
         "If you completed it, it will appear here shortly."
     ) % {"platform": label}

@@ -7,6 +7,7 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import (
     HttpRequest,
@@ -15,19 +16,26 @@ from django.http import (
     HttpResponseRedirect,
     JsonResponse,
 )
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, render, resolve_url
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from . import services, webhooks
+from .client import is_http_url
 from .conf import app_settings
-from .errors import UniPostError
+from .errors import UniPostError, UniPostResponseError
 from .models import ConnectedAccount, ConnectSession
-from .user_messages import message_for_error, message_for_outcome, platform_label
+from .templatetags.unipost_connect import CONNECTED_ACCOUNTS_CONTEXT_KEY
+from .user_messages import (
+    message_for_disconnect_error,
+    message_for_error,
+    message_for_outcome,
+    platform_label,
+)
 
 logger = logging.getLogger("unipost_connect")
 
@@ -42,24 +50,47 @@ def safe_next(request: HttpRequest, candidate: str | None) -> str:
 
 
 def _done(request: HttpRequest, next_url: str = "") -> HttpResponseRedirect:
-    return HttpResponseRedirect(safe_next(request, next_url) or app_settings.REDIRECT_URL)
+    """Send the user on: to ``next_url`` when it is safe, else to ``REDIRECT_URL``."""
+    return HttpResponseRedirect(
+        safe_next(request, next_url) or resolve_url(app_settings.REDIRECT_URL)
+    )
+
+
+def _tell(request: HttpRequest, level: int, text: str) -> None:
+    # fail_silently: a site without the messages app still gets its redirect, not a 500.
+    messages.add_message(request, level, text, fail_silently=True)
+
+
+def _login_then(next_url: str) -> HttpResponseRedirect:
+    """The login page for a POST-only view: afterwards, back to the page the button was on.
+
+    ``login_required`` would send the user back to a GET of the POST-only view (a 405).
+    """
+    return redirect_to_login(next_url or resolve_url(app_settings.REDIRECT_URL))
 
 
 @require_POST
 @csrf_protect
-@login_required
 def start(request: HttpRequest) -> HttpResponse:
+    """POST ``platform`` (and optional ``next``): start a connect session, 302 to UniPost."""
     next_url = safe_next(request, request.POST.get("next"))
+    if not request.user.is_authenticated:
+        return _login_then(next_url)
     platform = request.POST.get("platform", "")
     try:
         session = services.start_session(
             request.user, platform, request=request, next_url=next_url  # type: ignore[arg-type]
         )
     except services.UnknownPlatformError:
-        messages.error(request, _("That platform cannot be connected here."))
+        _tell(request, messages.ERROR, _("That platform cannot be connected here."))
         return _done(request, next_url)
     except UniPostError as exc:
-        messages.error(request, message_for_error(exc))
+        _tell(request, messages.ERROR, message_for_error(exc, platform=platform))
+        return _done(request, next_url)
+    if not is_http_url(session.url):
+        # The client refuses such answers; this guards rows written by anything else.
+        logger.error("Connect session %s has no usable hosted url; not redirecting.", session.pk)
+        _tell(request, messages.ERROR, message_for_error(UniPostResponseError("Unusable hosted url.")))
         return _done(request, next_url)
     return HttpResponseRedirect(session.url)
 
@@ -67,6 +98,7 @@ def start(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def return_(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+    """Where UniPost sends the browser back; the query string is a hint, the API the truth."""
     session = get_object_or_404(ConnectSession, pk=session_id, user_id=request.user.pk)
     services.record_return_hint(
         session, request.GET.get("connect_status", ""), request.GET.get("reason", "")
@@ -74,17 +106,25 @@ def return_(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
     try:
         session = services.reconcile_session(session)
     except UniPostError as exc:
-        messages.error(request, message_for_error(exc))
+        _tell(request, messages.ERROR, message_for_error(exc, platform=session.platform))
         return _done(request, session.next_url)
     level, text = message_for_outcome(session)
-    getattr(messages, level)(request, text)
+    _tell(request, level, text)
     return _done(request, session.next_url)
 
 
+@require_safe
 @login_required
 def connections(request: HttpRequest) -> HttpResponse:
     """The user's accounts, a connect control per platform, and recent sessions."""
-    accounts = ConnectedAccount.objects.filter(user_id=request.user.pk).order_by("platform", "-connected_at")
+    accounts = list(
+        ConnectedAccount.objects.filter(user_id=request.user.pk).order_by("platform", "-connected_at")
+    )
+    # Handed to {% unipost_connect_button %} so it does not query once per platform.
+    connected: dict[str, ConnectedAccount] = {}
+    for account in accounts:
+        if account.status != ConnectedAccount.Status.DISCONNECTED:
+            connected.setdefault(account.platform, account)
     platforms = [(p, platform_label(p)) for p in app_settings.PLATFORMS]
     return render(
         request,
@@ -93,23 +133,27 @@ def connections(request: HttpRequest) -> HttpResponse:
             "accounts": accounts,
             "platforms": platforms,
             "sessions": services.user_sessions(request.user, limit=10),
+            CONNECTED_ACCOUNTS_CONTEXT_KEY: connected,
         },
     )
 
 
 @require_POST
 @csrf_protect
-@login_required
 def disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
-    account = get_object_or_404(ConnectedAccount, pk=account_id, user_id=request.user.pk)
+    """POST: disconnect one of the user's accounts at UniPost, then mark it locally."""
     next_url = safe_next(request, request.POST.get("next"))
+    if not request.user.is_authenticated:
+        return _login_then(next_url)
+    account = get_object_or_404(ConnectedAccount, pk=account_id, user_id=request.user.pk)
     try:
         services.disconnect_account(account)
     except UniPostError as exc:
-        messages.error(request, message_for_error(exc))
+        _tell(request, messages.ERROR, message_for_disconnect_error(exc, platform=account.platform))
     else:
-        messages.success(
+        _tell(
             request,
+            messages.SUCCESS,
             _("Your %(platform)s account is disconnected.")
             % {"platform": platform_label(account.platform)},
         )
@@ -120,7 +164,7 @@ def disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
 class WebhookView(View):
     """Receives UniPost deliveries: verify → store once → apply → signal."""
 
-    http_method_names = ["post"]
+    http_method_names = ("post",)
 
     def post(self, request: HttpRequest) -> HttpResponse:
         limit = app_settings.WEBHOOK_MAX_BODY_BYTES

@@ -1,5 +1,9 @@
 """Settings for the unipost_connect example project, from the environment or a .env file.
 
+Every setting below reads an environment variable; a ``.env`` file beside manage.py
+(or the file named by ``ENV_FILE``) fills in whatever the environment does not set.
+``.env.example`` lists them all.
+
 With no UNIPOST_API_BASE_URL the site serves a fake UniPost itself (under /fake-unipost/)
 and talks to it over HTTP, so the whole flow works offline.
 """
@@ -7,30 +11,45 @@ and talks to it over HTTP, so the whole flow works offline.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")
+_env_file = Path(env.str("ENV_FILE", default=str(BASE_DIR / ".env")))
+if _env_file.is_file():  # the environment wins over the file
+    environ.Env.read_env(_env_file)
 
+INSECURE_DEMO_KEY = "demo-only-insecure-secret-key-change-me"
 DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env("SECRET_KEY", default="demo-only-insecure-secret-key-change-me")
+SECRET_KEY = env.str("SECRET_KEY", default=INSECURE_DEMO_KEY)
+if not DEBUG and SECRET_KEY == INSECURE_DEMO_KEY:
+    raise ImproperlyConfigured("Set SECRET_KEY (a long random string) when DEBUG is off.")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # Where this demo is served; used to reach the embedded fake UniPost.
-DEMO_ADDR = env("UNIPOST_DEMO_ADDR", default="127.0.0.1:8000")
-API_BASE_URL = env("UNIPOST_API_BASE_URL", default="")
+DEMO_ADDR = env.str("UNIPOST_DEMO_ADDR", default="127.0.0.1:8000")
+API_BASE_URL = env.str("UNIPOST_API_BASE_URL", default="")
 USE_EMBEDDED_FAKE = not API_BASE_URL
 
 UNIPOST_CONNECT = {
-    "API_KEY": env("UNIPOST_API_KEY", default="up_test_demo" if USE_EMBEDDED_FAKE else ""),
+    # The embedded fake accepts the demo's own key; a real UniPost needs yours.
+    "API_KEY": env.str("UNIPOST_API_KEY", default="up_test_demo" if USE_EMBEDDED_FAKE else ""),
     "API_BASE_URL": API_BASE_URL or f"http://{DEMO_ADDR}/fake-unipost",
-    "WEBHOOK_SECRET": env("UNIPOST_WEBHOOK_SECRET", default="whsec_demo" if USE_EMBEDDED_FAKE else ""),
-    "PROFILE_ID": env("UNIPOST_PROFILE_ID", default=None),
+    # Several secrets, comma-separated, let a secret be rotated without downtime.
+    "WEBHOOK_SECRET": env.list(
+        "UNIPOST_WEBHOOK_SECRET", default=["whsec_demo"] if USE_EMBEDDED_FAKE else []
+    ),
+    "PROFILE_ID": env.str("UNIPOST_PROFILE_ID", default="") or None,
     "ALLOW_QUICKSTART_CREDS": env.bool("UNIPOST_ALLOW_QUICKSTART_CREDS", default=USE_EMBEDDED_FAKE),
+    "RETURN_BASE_URL": env.str("UNIPOST_RETURN_BASE_URL", default="") or None,
     "REDIRECT_URL": "/unipost/connections/",
 }
+# The embedded fake POSTs its signed webhooks this many seconds after the hosted page
+# completes (negative: never), to this site's webhook URL unless told otherwise.
 UNIPOST_FAKE_WEBHOOK_DELAY = env.float("UNIPOST_FAKE_WEBHOOK_DELAY", default=1.0)
+UNIPOST_FAKE_WEBHOOK_URL = env.str("UNIPOST_FAKE_WEBHOOK_URL", default="") or None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -72,6 +91,8 @@ TEMPLATES = [
 ]
 WSGI_APPLICATION = "demo.wsgi.application"
 
+# SQLite beside manage.py unless DATABASE_URL names another database, e.g.
+# postgres://user:password@127.0.0.1:5432/unipost_demo
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -88,6 +109,24 @@ LOGOUT_REDIRECT_URL = "login"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"unipost_connect": {"handlers": ["console"], "level": "INFO"}},
+    "filters": {"redact_state": {"()": "demo.log_filters.RedactHostedState"}},
+    "formatters": {
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact_state"],
+        },
+    },
+    "loggers": {
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+        "unipost_connect": {"handlers": ["console"], "level": env.str("UNIPOST_LOG_LEVEL", default="INFO")},
+    },
 }

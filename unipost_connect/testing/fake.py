@@ -252,9 +252,13 @@ class FakeUniPost:
                 _Fault(endpoint, status, raw, dict(headers or {}), exception, times)
             )
 
-    def rate_limit_next(self, endpoint: str | None = None, retry_after: int | None = 1, times: int = 1) -> None:
+    def rate_limit_next(
+        self, endpoint: str | None = None, retry_after: int | None = 1, times: int = 1
+    ) -> None:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        self.fail_next(endpoint, 429, code="RATE_LIMITED", message="Rate limit exceeded", headers=headers, times=times)
+        self.fail_next(
+            endpoint, 429, code="RATE_LIMITED", message="Rate limit exceeded", headers=headers, times=times
+        )
 
     def _take_fault(self, endpoint: str) -> _Fault | None:
         with self._lock:
@@ -290,7 +294,8 @@ class FakeUniPost:
         if fault is not None:
             if fault.exception is not None:
                 raise fault.exception
-            return FakeResponse(fault.status, fault.body or b"", {"X-Request-Id": request_id, **fault.headers})
+            headers = {"X-Request-Id": request_id, **fault.headers}
+            return FakeResponse(fault.status, fault.body or b"", headers)
         if headers.get("authorization") != f"Bearer {self.api_key}":
             return self._error(401, "UNAUTHORIZED", "Missing or invalid API key.", request_id)
         if endpoint == "create":
@@ -337,7 +342,9 @@ class FakeUniPost:
             )
         external_user_id = str(data.get("external_user_id") or "").strip()
         if not 1 <= len(external_user_id) <= 256:
-            return self._error(422, "VALIDATION_ERROR", "external_user_id is required (1-256 characters)", request_id)
+            return self._error(
+                422, "VALIDATION_ERROR", "external_user_id is required (1-256 characters)", request_id
+            )
         return_url = data.get("return_url")
         if return_url is not None:
             parts = urlsplit(str(return_url))
@@ -382,7 +389,7 @@ class FakeUniPost:
             expires_at=now + SESSION_LIFETIME,
             external_user_email=data.get("external_user_email") or None,
             return_url=return_url,
-            profile_id=profile_id or self.profiles[0] if self.profiles else None,
+            profile_id=profile_id or (self.profiles[0] if self.profiles else None),
             allow_quickstart_creds=quickstart,
         )
         with self._lock:
@@ -470,7 +477,8 @@ class FakeUniPost:
         # OAuth platforms reuse the managed account of the same end user; Bluesky may not.
         if session.platform not in OAUTH_FREE_PLATFORMS:
             for account in self.accounts.values():
-                if (account.external_user_id, account.platform) == (session.external_user_id, session.platform):
+                same_user = account.external_user_id == session.external_user_id
+                if same_user and account.platform == session.platform:
                     account.status = "active"
                     account.connected_at = self.now()
                     if account_name:
@@ -480,7 +488,8 @@ class FakeUniPost:
             id=f"sa_{session.platform}_{secrets.token_hex(4)}",
             platform=session.platform,
             external_user_id=session.external_user_id,
-            account_name=account_name or f"{PLATFORM_LABELS[session.platform]} user {session.external_user_id}",
+            account_name=account_name
+            or f"{PLATFORM_LABELS[session.platform]} user {session.external_user_id}",
             profile_id=session.profile_id or "",
             connected_at=self.now(),
         )
@@ -491,8 +500,10 @@ class FakeUniPost:
     def _return_to(session: FakeSession, **params: str) -> str | None:
         if not session.return_url:
             return None
-        joiner = "&" if "?" in session.return_url else "?"
-        return session.return_url + joiner + urlencode(params)
+        # Append to the query (with "&" when there is one already), before any fragment.
+        base, hash_, fragment = session.return_url.partition("#")
+        joiner = "&" if urlsplit(base).query else ("" if base.endswith("?") else "?")
+        return base + joiner + urlencode(params) + hash_ + fragment
 
     # -- webhooks -----------------------------------------------------------------------
 
@@ -514,7 +525,9 @@ class FakeUniPost:
         if method == "POST":
             params.update({k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()})
         session = self.get_session(params.get("session", ""))
-        if session is None or not secrets.compare_digest(session.state, params.get("state", "")):
+        given = params.get("state", "").encode("utf-8", "surrogateescape")
+        # Bytes, because compare_digest refuses str with non-ASCII characters (a TypeError).
+        if session is None or not secrets.compare_digest(session.state.encode(), given):
             return _page(403, "Link not valid", "This connect link is not valid.")
         if session.status != "pending":
             return _page(410, "Link no longer valid", f"This connect session is {session.status}.")
@@ -534,7 +547,8 @@ class FakeUniPost:
         else:
             return _page(400, "Unknown action", "Choose Approve, Deny or Error.")
         if target is None:
-            return _page(200, "Done", f"The connect session is now {session.status}. You can close this page.")
+            text = f"The connect session is now {session.status}. You can close this page."
+            return _page(200, "Done", text)
         return FakeResponse(302, b"", {"Location": target})
 
     # -- responses integration --------------------------------------------------------------

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from urllib.parse import urlsplit
 
-import requests
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import re_path, reverse
@@ -26,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from ..conf import app_settings
 from .fake import FakeUniPost, WebhookDelivery
+from .server import deliver_in_background
 
 logger = logging.getLogger("unipost_connect.testing")
 
@@ -61,21 +60,8 @@ def _deliver_later(delivery: WebhookDelivery) -> None:
     delay = float(getattr(settings, "UNIPOST_FAKE_WEBHOOK_DELAY", 1.0))
     if delay < 0:  # a negative delay turns delivery off
         return
-    threading.Thread(target=_deliver, args=(delivery, webhook_target(), delay), daemon=True).start()
-
-
-def _deliver(delivery: WebhookDelivery, url: str, delay: float) -> None:
-    """POST like UniPost's worker: up to 3 attempts, 5-second timeout each."""
-    time.sleep(delay)
-    for attempt in range(3):
-        try:
-            answer = requests.post(url, data=delivery.body, headers=dict(delivery.headers), timeout=5)
-            if 200 <= answer.status_code < 300:
-                return
-            logger.warning("Fake webhook %s answered %s", delivery.event, answer.status_code)
-        except requests.RequestException as exc:
-            logger.warning("Fake webhook %s failed: %s", delivery.event, type(exc).__name__)
-        time.sleep(1 + attempt * 2)
+    # UniPost's worker: up to 3 attempts, 5-second timeout each (see .server).
+    deliver_in_background(delivery, webhook_target(), delay=delay)
 
 
 @csrf_exempt

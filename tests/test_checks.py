@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.checks import Error, Warning, run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+from django.urls import reverse_lazy
+
+from unipost_connect import checks
+
+GOOD: dict[str, Any] = {
+    "API_KEY": "up_live_abc123",
+    "API_BASE_URL": "https://api.unipost.dev",
+    "WEBHOOK_SECRET": "whsec_abc",
+}
+
+
+def ids(value: Any = ..., **changes: Any) -> list[str]:
+    """The unipost_connect check ids for UNIPOST_CONNECT = GOOD + changes (or ``value``)."""
+    config = {**GOOD, **changes} if value is ... else value
+    with override_settings(UNIPOST_CONNECT=config):
+        return [m.id for m in run_checks() if (m.id or "").startswith("unipost_connect.")]
+
+
+def without(*names: str) -> dict[str, Any]:
+    return {k: v for k, v in GOOD.items() if k not in names}
+
+
+def test_a_good_configuration_passes():
+    assert ids() == []
+    assert ids(settings.UNIPOST_CONNECT) == []  # the suite's own settings
+
+
+def test_full_configuration_with_every_key_passes():
+    assert ids(
+        PROFILE_ID="pr_1", ALLOW_QUICKSTART_CREDS=True, PLATFORMS=["linkedin", "bluesky"],
+        RETURN_BASE_URL="https://www.example.com", EXTERNAL_USER_ID=lambda user: str(user.pk),
+        SEND_USER_EMAIL=True, REDIRECT_URL=reverse_lazy("done"), CONNECT_TIMEOUT=1, READ_TIMEOUT=2.5,
+        MAX_RETRIES=0, RETRY_MAX_WAIT=0, REUSE_MIN_REMAINING=0, WEBHOOK_MAX_BODY_BYTES=1024,
+        WEBHOOK_SECRET=["whsec_new", "whsec_old"],
+    ) == []
+
+
+# E001: the dict itself
+
+
+@pytest.mark.parametrize("value", [None, "up_live_x", ["API_KEY"]])
+def test_e001_missing_or_not_a_dict(value):
+    assert ids(value) == ["unipost_connect.E001"]
+
+
+def test_e001_when_the_setting_is_absent():
+    with override_settings():
+        del settings.UNIPOST_CONNECT
+        assert [m.id for m in run_checks() if m.id.startswith("unipost_connect.")] == ["unipost_connect.E001"]
+
+
+# E002 / W002: the API key
+
+
+@pytest.mark.parametrize("value", ["", "   ", None, 12345])
+def test_e002_api_key_missing(value):
+    assert ids(API_KEY=value) == ["unipost_connect.E002"]
+
+
+def test_e002_api_key_absent():
+    assert ids(without("API_KEY")) == ["unipost_connect.E002"]
+
+
+@pytest.mark.parametrize("value", ["up_test_abc", "up_live_abc", "  up_live_abc\n"])
+def test_e002_w002_good_keys(value):
+    assert ids(API_KEY=value) == []
+
+
+@pytest.mark.parametrize("value", ["sk_live_abc", "whsec_abc", "up_live_ab c"])
+def test_w002_key_does_not_look_like_a_unipost_key(value):
+    assert ids(API_KEY=value) == ["unipost_connect.W002"]
+
+
+def test_w002_never_shows_the_key():
+    with override_settings(UNIPOST_CONNECT={**GOOD, "API_KEY": "sk_secret_value"}):
+        messages = [m for m in run_checks() if m.id == "unipost_connect.W002"]
+    assert messages and all("sk_secret_value" not in f"{m.msg} {m.hint}" for m in messages)
+
+
+# E003: API base URL
+
+
+@pytest.mark.parametrize("value", ["api.unipost.dev", "ftp://api.unipost.dev", "https://", "", 5])
+def test_e003_base_url_not_http(value):
+    assert ids(API_BASE_URL=value) == ["unipost_connect.E003"]
+
+
+@pytest.mark.parametrize("value", ["http://127.0.0.1:8001", "https://api.unipost.dev/"])
+def test_e003_good_base_urls(value):
+    assert ids(API_BASE_URL=value) == []
+    assert ids(without("API_BASE_URL")) == []  # the default
+
+
+# E004 / E005: platforms
+
+
+@pytest.mark.parametrize("value", ["linkedin", {"linkedin": True}, None, [], 3])
+def test_e004_platforms_not_a_list(value):
+    assert ids(PLATFORMS=value) == ["unipost_connect.E004"]
+
+
+@pytest.mark.parametrize("value", [["linkedin", "myspace"], ["LinkedIn"], [1]])
+def test_e005_unknown_platform(value):
+    assert ids(PLATFORMS=value) == ["unipost_connect.E005"]
+
+
+@pytest.mark.parametrize("value", [["linkedin"], ("twitter", "bluesky"), {"threads"}])
+def test_e004_e005_good_platforms(value):
+    assert ids(PLATFORMS=value) == []
+
+
+# E006 / W001: webhook secret
+
+
+@pytest.mark.parametrize("value", [123, {"whsec_a"}, ["whsec_a", 5], [None]])
+def test_e006_webhook_secret_wrong_type(value):
+    assert ids(WEBHOOK_SECRET=value) == ["unipost_connect.E006"]
+
+
+@pytest.mark.parametrize("value", ["", "  ", [], [""], None])
+def test_w001_webhook_secret_empty(value):
+    assert ids(WEBHOOK_SECRET=value) == ["unipost_connect.W001"]
+
+
+def test_w001_webhook_secret_absent():
+    assert ids(without("WEBHOOK_SECRET")) == ["unipost_connect.W001"]
+
+
+@pytest.mark.parametrize("value", ["whsec_a", ["whsec_a"], ("whsec_new", "whsec_old"), ["whsec_a", ""]])
+def test_e006_w001_good_secrets(value):
+    assert ids(WEBHOOK_SECRET=value) == []
+
+
+# E007: return base URL
+
+
+@pytest.mark.parametrize("value", ["www.example.com", "/unipost", "javascript:alert(1)", 1])
+def test_e007_return_base_url(value):
+    assert ids(RETURN_BASE_URL=value) == ["unipost_connect.E007"]
+
+
+@pytest.mark.parametrize("value", [None, "", "https://www.example.com", "http://localhost:8000/app"])
+def test_e007_good_return_base_urls(value):
+    assert ids(RETURN_BASE_URL=value) == []
+
+
+# E008: external user id
+
+
+@pytest.mark.parametrize("value", ["no.such.module.func", "nodots", "unipost_connect.conf.nothing_here", 42,
+                                   "unipost_connect.conf.ALL_PLATFORMS"])
+def test_e008_external_user_id(value):
+    assert ids(EXTERNAL_USER_ID=value) == ["unipost_connect.E008"]
+
+
+@pytest.mark.parametrize("value", ["unipost_connect.conf.default_external_user_id", str])
+def test_e008_good_external_user_id(value):
+    assert ids(EXTERNAL_USER_ID=value) == []
+
+
+# E009 / E010: the other keys' types
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CONNECT_TIMEOUT", 0), ("READ_TIMEOUT", "10"), ("MAX_RETRIES", -1), ("MAX_RETRIES", 1.5),
+     ("MAX_RETRIES", True), ("RETRY_MAX_WAIT", -0.5), ("REUSE_MIN_REMAINING", None),
+     ("WEBHOOK_MAX_BODY_BYTES", 0), ("READ_TIMEOUT", float("nan"))],
+)
+def test_e009_numbers(name, value):
+    assert ids(**{name: value}) == ["unipost_connect.E009"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PROFILE_ID", 7), ("ALLOW_QUICKSTART_CREDS", "false"), ("SEND_USER_EMAIL", 1), ("REDIRECT_URL", None)],
+)
+def test_e010_types(name, value):
+    assert ids(**{name: value}) == ["unipost_connect.E010"]
+
+
+# W003: unknown keys
+
+
+def test_w003_unknown_keys():
+    assert ids(APIKEY="up_live_x", WEBHOOK_SECRETS=["x"]) == ["unipost_connect.W003"]
+    with override_settings(UNIPOST_CONNECT={**GOOD, "APIKEY": "x"}):
+        (message,) = [m for m in run_checks() if m.id == "unipost_connect.W003"]
+    assert "APIKEY" in message.msg
+
+
+# -- the set of checks --------------------------------------------------------------
+
+
+def _declared_ids() -> list[str]:
+    source = Path(checks.__file__).read_text()
+    return re.findall(r'id="(unipost_connect\.[EW]\d{3})"', source)
+
+
+def test_ids_are_unique_per_problem_and_all_tested():
+    declared = _declared_ids()
+    # E008 is raised from two branches (not importable / not callable): one problem.
+    assert sorted(set(declared)) == [
+        *(f"unipost_connect.E{n:03d}" for n in range(1, 11)),
+        *(f"unipost_connect.W{n:03d}" for n in range(1, 4)),
+    ]
+    assert [i for i in declared if declared.count(i) > 1] == ["unipost_connect.E008"] * 2
+    tested = set(re.findall(r"test_([ew]\d{3})", Path(__file__).read_text()))
+    assert {i.rsplit(".", 1)[1].lower() for i in declared} <= tested
+
+
+def test_levels_match_the_ids():
+    broken = {**GOOD, "API_KEY": "", "WEBHOOK_SECRET": "", "PLATFORMS": "x", "NOPE": 1}
+    with override_settings(UNIPOST_CONNECT=broken):
+        messages = [m for m in run_checks() if m.id.startswith("unipost_connect.")]
+    for message in messages:
+        assert isinstance(message, Error if ".E" in message.id else Warning)
+        assert message.hint
+
+
+def test_check_command_fails_on_errors():
+    with override_settings(UNIPOST_CONNECT=without("API_KEY")):
+        with pytest.raises(SystemCheckError, match=r"unipost_connect\.E002"):
+            call_command("check")
+    call_command("check")  # the suite's own settings are fine
+
+
+def test_manage_py_check_in_a_fresh_process(tmp_path):
+    """The checks run from ``manage.py check`` with the app installed normally."""
+    settings_module = tmp_path / "bad_settings.py"
+    settings_module.write_text(
+        "from tests.settings import *\n"
+        "UNIPOST_CONNECT = {'API_KEY': 'up_live_x', 'PLATFORMS': ['myspace']}\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        cwd=root,
+        env={"PYTHONPATH": f"{tmp_path}:{root}", "DJANGO_SETTINGS_MODULE": "bad_settings",
+             "PATH": "/usr/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "unipost_connect.E005" in result.stderr
+    assert "unipost_connect.W001" in result.stderr

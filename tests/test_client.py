@@ -1,0 +1,602 @@
+"""The UniPost client: requests it sends, answers it parses, errors it raises, secrets it keeps."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+import responses
+from django.test import override_settings
+
+from unipost_connect import __version__
+from unipost_connect.client import RemoteSession, UniPostClient, get_client
+from unipost_connect.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PlanLimitError,
+    RateLimitedError,
+    ServerError,
+    UniPostAPIError,
+    UniPostError,
+    UniPostResponseError,
+    UniPostValidationError,
+)
+from unipost_connect.testing import FakeUniPost
+
+BASE = "https://api.unipost.test"
+KEY = "up_test_key"
+SESSIONS = f"{BASE}/v1/connect/sessions"
+
+# The live server's create answer (CONTRACT.md, examples/create-201.json).
+CREATED = {
+    "id": "cs_7Qm2xK9pLw3Rt8Vb",
+    "platform": "linkedin",
+    "external_user_id": "42",
+    "external_user_email": "alex@example.com",
+    "return_url": "https://app.example.com/unipost/return/8b0f1c9e/",
+    "allow_quickstart_creds": False,
+    "status": "pending",
+    "url": "https://app.unipost.dev/connect/linkedin?session=cs_7Qm2xK9pLw3Rt8Vb&state=SECRETSTATE123",
+    "expires_at": "2026-11-29T20:05:00Z",
+    "created_at": "2026-11-29T19:35:00Z",
+}
+COMPLETED = {
+    **CREATED,
+    "status": "completed",
+    "completed_at": "2026-11-29T19:37:12Z",
+    "completed_social_account_id": "sa_linkedin_9d2e4f",
+    "managed_account_id": "sa_linkedin_9d2e4f",
+}
+
+
+def make_client(**kwargs: Any) -> UniPostClient:
+    kwargs.setdefault("sleep", lambda seconds: None)
+    return UniPostClient(KEY, BASE, **kwargs)
+
+
+def envelope(data: dict[str, Any], request_id: str = "req_body") -> dict[str, Any]:
+    return {"data": data, "request_id": request_id}
+
+
+def error_body(code: str, message: str, request_id: str | None = "req_body", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "error": {"code": code, "normalized_code": code.lower(), "message": message, **extra}
+    }
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def create(client: UniPostClient, **kwargs: Any) -> RemoteSession:
+    kwargs.setdefault("platform", "linkedin")
+    kwargs.setdefault("external_user_id", "42")
+    return client.create_session(**kwargs)
+
+
+# -- create and read, against the fake ----------------------------------------------------
+
+
+def test_create_with_data_envelope(fake: FakeUniPost) -> None:
+    remote = create(
+        make_client(),
+        external_user_email="alex@example.com",
+        return_url="https://site.test/back/1/",
+        profile_id="pr_default",
+    )
+    stored = fake.sessions[remote.id]
+    assert remote.id.startswith("cs_")
+    assert remote.status == "pending"
+    assert remote.platform == "linkedin"
+    assert remote.external_user_id == "42"
+    assert remote.url == stored.url
+    assert remote.url.startswith("https://app.unipost.test/connect/linkedin?session=")
+    assert remote.expires_at is not None and remote.created_at is not None
+    assert (remote.expires_at - remote.created_at).total_seconds() == 30 * 60
+    assert remote.expires_at.tzinfo is not None
+    assert remote.request_id.startswith("req_")
+    assert stored.external_user_email == "alex@example.com"
+    assert stored.return_url == "https://site.test/back/1/"
+    assert stored.profile_id == "pr_default"
+
+
+def test_create_sends_the_contract_body() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, json=envelope(CREATED), status=201)
+        create(make_client(), return_url="https://site.test/r/", allow_quickstart_creds=True)
+        sent = json.loads(rsps.calls[0].request.body or b"")
+    assert sent == {
+        "platform": "linkedin",
+        "external_user_id": "42",
+        "allow_quickstart_creds": True,
+        "return_url": "https://site.test/r/",
+    }
+
+
+def test_create_and_get_without_data_envelope() -> None:
+    fake = FakeUniPost(api_key=KEY, base_url=BASE, envelope=False)
+    with fake.mock():
+        client = make_client()
+        created = create(client)
+        fake.approve(created.id)
+        read = client.get_session(created.id)
+    assert created.status == "pending"
+    # Without an envelope there is no request_id in the body: the header gives it.
+    assert created.request_id.startswith("req_")
+    assert read.status == "completed"
+    assert read.managed_account_id == fake.sessions[created.id].managed_account_id
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["envelope", "bare"])
+def test_get_completed_session(wrapped: bool) -> None:
+    body = envelope(COMPLETED, "req_0c4b") if wrapped else COMPLETED
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_7Qm2xK9pLw3Rt8Vb", json=body, headers={"X-Request-Id": "req_header"})
+        remote = make_client().get_session("cs_7Qm2xK9pLw3Rt8Vb")
+    assert remote.status == "completed"
+    assert remote.managed_account_id == "sa_linkedin_9d2e4f"
+    assert remote.completed_at == datetime(2026, 11, 29, 19, 37, 12, tzinfo=UTC)
+    assert remote.request_id == ("req_0c4b" if wrapped else "req_header")
+
+
+def test_get_takes_completed_social_account_id_when_managed_account_id_is_absent() -> None:
+    data = {k: v for k, v in COMPLETED.items() if k != "managed_account_id"}
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", json=envelope(data))
+        assert make_client().get_session("cs_1").managed_account_id == "sa_linkedin_9d2e4f"
+
+
+def test_get_reads_lazy_expiry_from_the_fake(fake: FakeUniPost) -> None:
+    client = make_client()
+    remote = create(client)
+    fake.advance(minutes=31)
+    assert client.get_session(remote.id).status == "expired"
+
+
+def test_get_quotes_the_session_id() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/a%2F..%2Fb%3Fx", json=envelope({**CREATED, "id": "a/../b?x"}))
+        assert make_client().get_session("a/../b?x").id == "a/../b?x"
+
+
+def test_unknown_status_is_passed_through_as_is() -> None:
+    for status in ("authorizing", "Completed", "COMPLETED", " completed"):
+        with responses.RequestsMock() as rsps:
+            rsps.get(f"{SESSIONS}/cs_1", json=envelope({**CREATED, "status": status}))
+            assert make_client().get_session("cs_1").status == status
+
+
+def test_extra_unknown_fields_are_ignored() -> None:
+    data = {**CREATED, "brand_new_field": {"nested": [1, 2]}, "status_v2": "x", "id_alias": 7}
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, json={**envelope(data), "meta": {"page": 1}}, status=201)
+        remote = create(make_client())
+    assert remote.id == CREATED["id"]
+    assert remote.status == "pending"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-29T20:05:00Z", datetime(2026, 11, 29, 20, 5, tzinfo=UTC)),
+        ("2026-11-29T21:05:00+01:00", datetime(2026, 11, 29, 20, 5, tzinfo=UTC)),
+        ("2026-11-29T20:05:00", datetime(2026, 11, 29, 20, 5, tzinfo=UTC)),
+        ("0001-01-01T00:00:00+14:00", None),
+        ("9999-12-31T23:59:59-14:00", None),
+        ("2026-13-45T99:00:00Z", None),
+        ("", None),
+    ],
+)
+def test_timestamps_are_read_in_utc(value: str, expected: datetime | None) -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", json=envelope({**COMPLETED, "completed_at": value}))
+        completed_at = make_client().get_session("cs_1").completed_at
+    assert completed_at == expected
+    assert completed_at is None or completed_at.utcoffset() is not None
+
+
+def test_timestamps_that_do_not_parse_are_none() -> None:
+    data = {**CREATED, "expires_at": "soon", "created_at": 1700000000}
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, json=envelope(data), status=201)
+        remote = create(make_client())
+    assert remote.expires_at is None
+    assert remote.created_at is None
+
+
+# -- missing and unusable fields -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["id", "url", "status"])
+def test_create_answer_missing_a_field_is_refused(field: str) -> None:
+    data = {k: v for k, v in CREATED.items() if k != field}
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, json=envelope(data, "req_m"), status=201)
+        with pytest.raises(UniPostResponseError) as info:
+            create(make_client())
+    assert field in info.value.message
+    assert info.value.request_id == "req_m"
+    assert info.value.status == 201
+    assert info.value.code == "INVALID_RESPONSE"
+
+
+@pytest.mark.parametrize("value", ["", "   ", None, 17, ["cs_1"]])
+def test_blank_or_non_string_id_counts_as_missing(value: Any) -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", json=envelope({**CREATED, "id": value}))
+        with pytest.raises(UniPostResponseError, match="lacks id"):
+            make_client().get_session("cs_1")
+
+
+def test_get_answer_may_lack_the_url() -> None:
+    data = {k: v for k, v in COMPLETED.items() if k != "url"}
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", json=envelope(data))
+        assert make_client().get_session("cs_1").url == ""
+
+
+@pytest.mark.parametrize("data", [None, [], "pending", [CREATED]])
+def test_data_that_is_not_an_object_is_refused(data: Any) -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", json={"data": data, "request_id": "req_x"})
+        with pytest.raises(UniPostResponseError):
+            make_client().get_session("cs_1")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(document.cookie)",
+        "data:text/html,<script>alert(1)</script>",
+        "ftp://app.unipost.dev/connect/linkedin",
+        "//app.unipost.dev/connect/linkedin",
+        "/connect/linkedin?state=x",
+        "https:///connect/linkedin",
+        "https://app.unipost.dev/connect\r\nSet-Cookie: a=b",
+        "https://app.unipost.dev/connect/linkedin?state=a\nb",
+        "https://app.unipost.dev/connect linkedin",
+        "https://[::1/connect",
+    ],
+)
+def test_hosted_url_that_is_not_http_is_refused(url: str) -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, json=envelope({**CREATED, "url": url}), status=201)
+        with pytest.raises(UniPostResponseError, match="not an http"):
+            create(make_client())
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8000/connect/x?state=s", "HTTPS://APP.UNIPOST.DEV/c"])
+def test_hosted_url_over_http_or_uppercase_is_accepted(url: str) -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, json=envelope({**CREATED, "url": url}), status=201)
+        assert create(make_client()).url == url
+
+
+# -- 2xx answers that are not JSON objects ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html><body>OK</body></html>", b"", b'{"data": {"id": "cs_1", "sta', b"[1, 2]", b'"pending"', b"null"],
+    ids=["html", "empty", "truncated", "list", "string", "null"],
+)
+def test_success_status_with_unusable_body(body: bytes) -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, body=body, status=201, headers={"X-Request-Id": "req_hdr"})
+        with pytest.raises(UniPostResponseError) as info:
+            create(make_client())
+    assert info.value.status == 201
+    assert info.value.request_id == "req_hdr"
+    assert not info.value.is_retriable
+
+
+# -- error answers ----------------------------------------------------------------------------------
+
+
+ERROR_CASES = [
+    (401, "UNAUTHORIZED", AuthenticationError),
+    (402, "PLAN_PLATFORM_NOT_ALLOWED", PlanLimitError),
+    (402, "PLAN_FEATURE_NOT_AVAILABLE", PlanLimitError),
+    (404, "NOT_FOUND", NotFoundError),
+    (422, "VALIDATION_ERROR", UniPostValidationError),
+    (429, "RATE_LIMITED", RateLimitedError),
+    (500, "INTERNAL_ERROR", ServerError),
+]
+
+
+@pytest.mark.parametrize(("status", "code", "cls"), ERROR_CASES)
+def test_error_envelope_maps_to_its_class(status: int, code: str, cls: type[UniPostError]) -> None:
+    body = error_body(code, f"message for {code}", "req_from_body", hint="do this")
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, json=body, status=status, headers={"X-Request-Id": "req_from_header"})
+        with pytest.raises(cls) as info:
+            create(make_client(max_retries=0))
+    error = info.value
+    assert isinstance(error, UniPostAPIError)
+    assert error.status == status
+    assert error.code == code
+    assert error.normalized_code == code.lower()
+    assert error.message == f"message for {code}"
+    assert error.hint == "do this"
+    assert error.request_id == "req_from_body"
+    assert "req_from_body" in str(error) and code in str(error)
+
+
+@pytest.mark.parametrize(("status", "code", "cls"), ERROR_CASES)
+def test_error_request_id_falls_back_to_the_header(status: int, code: str, cls: type[UniPostError]) -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(
+            f"{SESSIONS}/cs_1",
+            json=error_body(code, "m", None),
+            status=status,
+            headers={"X-Request-Id": "req_from_header"},
+        )
+        with pytest.raises(cls) as info:
+            make_client(max_retries=0).get_session("cs_1")
+    assert info.value.request_id == "req_from_header"
+
+
+def test_error_with_empty_request_id_in_body_uses_the_header() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(
+            f"{SESSIONS}/cs_1",
+            json=error_body("NOT_FOUND", "m", ""),
+            status=404,
+            headers={"X-Request-Id": "req_h"},
+        )
+        with pytest.raises(NotFoundError) as info:
+            make_client().get_session("cs_1")
+    assert info.value.request_id == "req_h"
+
+
+def test_error_without_normalized_code_derives_it() -> None:
+    body = {"error": {"code": "VALIDATION_ERROR", "message": "bad platform"}}
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, json=body, status=422)
+        with pytest.raises(UniPostValidationError) as info:
+            create(make_client())
+    assert info.value.normalized_code == "validation_error"
+
+
+@pytest.mark.parametrize(("status", "code", "cls"), ERROR_CASES)
+def test_fake_injected_errors_map_the_same_way(
+    fake: FakeUniPost, status: int, code: str, cls: type[UniPostError]
+) -> None:
+    fake.fail_next("create", status, code=code, message="injected")
+    with pytest.raises(cls) as info:
+        create(make_client(max_retries=0))
+    assert (info.value.status, info.value.code, info.value.message) == (status, code, "injected")
+    assert info.value.request_id.startswith("req_")
+
+
+def test_wrong_key_against_the_fake_is_an_authentication_error(fake: FakeUniPost) -> None:
+    client = UniPostClient("up_test_wrong", BASE)
+    with pytest.raises(AuthenticationError) as info:
+        create(client)
+    assert info.value.code == "UNAUTHORIZED"
+    assert fake.sessions == {}
+
+
+def test_unknown_session_is_not_found(fake: FakeUniPost) -> None:
+    with pytest.raises(NotFoundError) as info:
+        make_client().get_session("cs_nope")
+    assert info.value.status == 404
+    assert info.value.normalized_code == "not_found"
+
+
+NON_JSON_BODIES = [
+    (b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>", "text/html"),
+    (b"", "text/plain"),
+    (b'{"error": {"code": "INTERNAL_ER', "application/json"),
+    (b'[{"error": "x"}]', "application/json"),
+    (b'"Internal Server Error"', "application/json"),
+    (b'{"error": "a string, not an object"}', "application/json"),
+    (b"\xff\xfe\x00garbage\x80", "application/octet-stream"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    NON_JSON_BODIES,
+    ids=["html", "empty", "truncated", "list", "string", "error-string", "binary"],
+)
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_error_status_without_envelope(status: int, body: bytes, content_type: str) -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.post(
+            SESSIONS,
+            body=body,
+            status=status,
+            content_type=content_type,
+            headers={"X-Request-Id": "req_proxy"},
+        )
+        with pytest.raises(ServerError) as info:
+            create(make_client())
+    error = info.value
+    assert error.status == status
+    assert error.code == f"HTTP_{status}"
+    assert error.normalized_code == f"http_{status}"
+    assert error.request_id == "req_proxy"
+    assert error.is_retriable
+    assert str(status) in error.message
+
+
+def test_non_json_4xx_keeps_its_class() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", body="<h1>Forbidden</h1>", status=403, content_type="text/html")
+        with pytest.raises(AuthenticationError) as info:
+            make_client().get_session("cs_1")
+    assert info.value.code == "HTTP_403"
+    assert info.value.request_id == ""
+
+
+def test_redirects_are_not_followed() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, status=302, headers={"Location": "https://elsewhere.test/steal"})
+        with pytest.raises(UniPostAPIError) as info:
+            create(make_client())
+        assert len(rsps.calls) == 1
+    assert info.value.status == 302
+
+
+# -- headers, secrets, logging ---------------------------------------------------------------------
+
+
+def test_sends_bearer_key_user_agent_and_accept(fake: FakeUniPost) -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", json=envelope(CREATED))
+        make_client().get_session("cs_1")
+        headers = rsps.calls[0].request.headers
+    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert headers["User-Agent"] == f"unipost-connect/{__version__}"
+    assert headers["Accept"] == "application/json"
+
+
+def test_create_sends_json_content_type() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, json=envelope(CREATED), status=201)
+        create(make_client())
+        assert rsps.calls[0].request.headers["Content-Type"] == "application/json"
+
+
+def test_timeouts_are_passed_to_every_request() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", json=envelope(CREATED))
+        rsps.post(SESSIONS, json=envelope(CREATED), status=201)
+        client = make_client(timeout=(1.5, 7.0))
+        client.get_session("cs_1")
+        create(client)
+        # responses keeps the keyword arguments requests sent the adapter.
+        timeouts = [getattr(call.request, "req_kwargs")["timeout"] for call in rsps.calls]  # noqa: B009
+        assert timeouts == [(1.5, 7.0), (1.5, 7.0)]
+
+
+def test_repr_hides_the_key() -> None:
+    client = UniPostClient("up_live_supersecretvalue", BASE)
+    assert "supersecret" not in repr(client)
+    assert "up_live" not in repr(client)
+    assert BASE in repr(client)
+
+
+def test_remote_session_repr_hides_the_hosted_state() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.post(SESSIONS, json=envelope(CREATED), status=201)
+        remote = create(make_client())
+    assert "SECRETSTATE123" in remote.url
+    assert "SECRETSTATE123" not in repr(remote)
+    assert "SECRETSTATE123" not in str(remote)
+
+
+def _logged_text(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(
+        f"{r.name} {r.getMessage()} {r.args!r} {getattr(r, 'exc_text', '') or ''}" for r in caplog.records
+    )
+
+
+def test_key_and_state_never_logged(fake: FakeUniPost, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = UniPostClient("up_test_key", BASE, sleep=lambda s: None)
+    remote = create(client)
+    client.get_session(remote.id)
+    fake.fail_next("get", 500, times=1)
+    client.get_session(remote.id)
+    fake.fail_next("get", exception=requests.ConnectionError("reset by peer"))
+    client.get_session(remote.id)
+    fake.fail_next("create", 422, code="VALIDATION_ERROR")
+    with pytest.raises(UniPostValidationError):
+        create(client)
+    with pytest.raises(NotFoundError):
+        client.get_session("cs_missing")
+    state = fake.sessions[remote.id].state
+    text = _logged_text(caplog)
+    assert caplog.records, "the client logs its calls at DEBUG and failures at WARNING"
+    assert "up_test_key" not in text
+    assert "Bearer" not in text
+    assert state not in text
+    assert "state=" not in text
+
+
+def test_key_not_logged_by_a_rejected_client(fake: FakeUniPost, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = UniPostClient("up_live_wrongkey123", BASE)
+    with pytest.raises(AuthenticationError) as info:
+        create(client)
+    assert "up_live_wrongkey123" not in _logged_text(caplog)
+    assert "up_live_wrongkey123" not in str(info.value)
+
+
+def test_failures_are_logged_with_the_request_id(fake: FakeUniPost, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="unipost_connect.client")
+    fake.fail_next("create", 402, code="PLAN_PLATFORM_NOT_ALLOWED")
+    with pytest.raises(PlanLimitError) as info:
+        create(make_client())
+    assert info.value.request_id in caplog.text
+    assert "PLAN_PLATFORM_NOT_ALLOWED" in caplog.text
+
+
+# -- accounts --------------------------------------------------------------------------------------
+
+
+def test_list_and_delete_accounts(fake: FakeUniPost) -> None:
+    client = make_client()
+    remote = create(client, external_user_id="7")
+    fake.approve(remote.id, account_name="Example Co")
+    accounts = client.list_accounts(external_user_id="7")
+    assert [(a.id, a.platform, a.account_name, a.status, a.connection_type) for a in accounts] == [
+        (fake.sessions[remote.id].managed_account_id, "linkedin", "Example Co", "active", "managed")
+    ]
+    assert client.list_accounts(external_user_id="someone-else") == []
+    assert client.delete_account(accounts[0].id).startswith("req_")
+    assert client.list_accounts(external_user_id="7") == []
+    with pytest.raises(NotFoundError):
+        client.delete_account(accounts[0].id)
+
+
+def test_delete_accepts_an_empty_answer() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.delete(f"{BASE}/v1/accounts/sa_1", status=204, headers={"X-Request-Id": "req_del"})
+        assert make_client().delete_account("sa_1") == "req_del"
+
+
+# -- get_client ------------------------------------------------------------------------------------
+
+
+def test_get_client_is_one_pooled_client_per_configuration() -> None:
+    first = get_client()
+    assert get_client() is first
+    assert first.api_key == "up_test_key"
+    assert first.base_url == BASE
+    assert isinstance(first.http, requests.Session)
+
+
+def test_get_client_follows_override_settings() -> None:
+    base = get_client()
+    new = {
+        "API_KEY": "up_test_other",
+        "API_BASE_URL": "https://other.test/",
+        "CONNECT_TIMEOUT": 1,
+        "READ_TIMEOUT": 2,
+        "MAX_RETRIES": 5,
+        "RETRY_MAX_WAIT": 9,
+    }
+    with override_settings(UNIPOST_CONNECT=new):
+        other = get_client()
+        assert other is not base
+        assert get_client() is other
+        assert other.api_key == "up_test_other"
+        assert other.base_url == "https://other.test"
+        assert other.timeout == (1.0, 2.0)
+        assert other.max_retries == 5
+        assert other.retry_max_wait == 9.0
+    assert get_client() is base
+
+
+def test_get_client_uses_the_settings_key_on_the_wire(fake: FakeUniPost) -> None:
+    with override_settings(UNIPOST_CONNECT={"API_KEY": "up_test_rotated", "API_BASE_URL": BASE}):
+        with pytest.raises(AuthenticationError):
+            create(get_client())
+        fake.api_key = "up_test_rotated"
+        assert create(get_client()).status == "pending"

@@ -1,0 +1,311 @@
+"""The standalone fake UniPost server, over real HTTP on loopback, through our client."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from unipost_connect.client import UniPostClient
+from unipost_connect.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PlanLimitError,
+    RateLimitedError,
+    UniPostConnectionError,
+    UniPostError,
+    UniPostValidationError,
+)
+from unipost_connect.testing import FakeUniPost
+from unipost_connect.testing.server import FakeUniPostServer, redact
+
+_real_sleep = time.sleep  # tests/conftest.py makes time.sleep a no-op during tests
+
+KEY = "up_test_server_key"
+SECRET = "whsec_server_secret"
+
+
+@pytest.fixture
+def fake() -> FakeUniPost:  # overrides the responses-backed fixture: real sockets here
+    return FakeUniPost(api_key=KEY, webhook_secret=SECRET)
+
+
+@pytest.fixture
+def server(fake: FakeUniPost) -> Iterator[FakeUniPostServer]:
+    with FakeUniPostServer(fake) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: FakeUniPostServer) -> UniPostClient:
+    return UniPostClient(KEY, server.base_url, timeout=(2, 5), sleep=lambda seconds: None)
+
+
+def _create(client: UniPostClient, user: str = "42", **kwargs: Any) -> Any:
+    return client.create_session(platform="linkedin", external_user_id=user, **kwargs)
+
+
+def test_create_and_get_over_http(client: UniPostClient, server: FakeUniPostServer) -> None:
+    created = _create(client, return_url="https://site.test/back/")
+    assert created.status == "pending"
+    assert created.id.startswith("cs_")
+    assert created.url.startswith(server.base_url + "/connect/linkedin?session=")
+    assert created.request_id.startswith("req_")
+    read = client.get_session(created.id)
+    assert (read.id, read.status, read.url) == (created.id, "pending", created.url)
+    assert [(r.method, r.status, r.authorized) for r in server.log] == [
+        ("POST", 201, True), ("GET", 200, True),
+    ]
+
+
+def test_hosted_page_approve_redirects_back_and_completes(
+    client: UniPostClient, server: FakeUniPostServer
+) -> None:
+    created = _create(client, return_url="https://site.test/back/?ref=1")
+    browser = requests.Session()
+    page = browser.get(created.url)
+    assert page.status_code == 200
+    assert "Approve" in page.text
+    query = {k: v[0] for k, v in parse_qs(urlsplit(created.url).query).items()}
+    answer = browser.post(
+        server.base_url + "/connect/linkedin", data={**query, "action": "approve"}, allow_redirects=False
+    )
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == "https://site.test/back/?ref=1&connect_status=success"
+    done = client.get_session(created.id)
+    assert done.status == "completed"
+    assert done.managed_account_id.startswith("sa_linkedin_")
+    forged = browser.post(
+        server.base_url + "/connect/linkedin",
+        data={"session": created.id, "state": "guess", "action": "approve"},
+        allow_redirects=False,
+    )
+    assert forged.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error_class"),
+    [
+        (402, "PLAN_PLATFORM_NOT_ALLOWED", PlanLimitError),
+        (422, "VALIDATION_ERROR", UniPostValidationError),
+        (500, "INTERNAL_ERROR", Exception),
+    ],
+)
+def test_error_envelopes_over_http(
+    client: UniPostClient, fake: FakeUniPost, status: int, code: str, error_class: type[Exception]
+) -> None:
+    fake.fail_next("create", status, code=code, message="nope")
+    with pytest.raises(error_class) as caught:
+        _create(client)
+    error: Any = caught.value
+    assert (error.status, error.code, error.message) == (status, code, "nope")
+    assert error.request_id.startswith("req_")  # from the X-Request-Id header
+
+
+def test_wrong_key_is_401(server: FakeUniPostServer) -> None:
+    other = UniPostClient("up_test_other", server.base_url, sleep=lambda seconds: None)
+    with pytest.raises(AuthenticationError) as caught:
+        _create(other)
+    assert caught.value.status == 401
+    assert server.log[-1].authorized is False
+
+
+def test_unknown_session_is_404(client: UniPostClient) -> None:
+    with pytest.raises(NotFoundError):
+        client.get_session("cs_missing")
+
+
+def test_rate_limit_carries_retry_after(client: UniPostClient, fake: FakeUniPost) -> None:
+    fake.rate_limit_next("create", retry_after=60)
+    with pytest.raises(RateLimitedError) as caught:
+        _create(client)
+    assert caught.value.retry_after == 60
+
+
+def test_html_502_from_a_proxy(client: UniPostClient, fake: FakeUniPost) -> None:
+    fake.fail_next("create", 502, body="<html><body>Bad gateway</body></html>",
+                   headers={"Content-Type": "text/html"})
+    with pytest.raises(UniPostError) as caught:
+        _create(client)
+    assert (caught.value.status, caught.value.code) == (502, "HTTP_502")
+
+
+def test_keep_alive_reuses_one_connection(client: UniPostClient, server: FakeUniPostServer) -> None:
+    for number in range(25):
+        created = _create(client, user=str(number))
+        client.get_session(created.id)
+    assert len(server.log) == 50
+    assert server.connections_accepted <= 2
+
+
+def test_plain_requests_post_opens_a_connection_per_call(server: FakeUniPostServer) -> None:
+    """The baseline the connection-reuse benchmark compares against."""
+    for number in range(5):
+        requests.post(
+            server.base_url + "/v1/connect/sessions",
+            json={"platform": "linkedin", "external_user_id": str(number)},
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=5,
+        ).raise_for_status()
+    assert server.connections_accepted == 5
+
+
+def test_injected_exception_resets_the_connection(
+    client: UniPostClient, fake: FakeUniPost, server: FakeUniPostServer
+) -> None:
+    _create(client)  # a kept-alive connection exists
+    fake.fail_next("create", exception=requests.ConnectionError("injected"))
+    with pytest.raises(UniPostConnectionError) as caught:
+        _create(client)
+    assert caught.value.code == "CONNECTION_ERROR"
+    assert server.log[-1].status is None
+    # The POST was not resent (no idempotency key), and the next call works on a new socket.
+    assert [r.method for r in server.log] == ["POST", "POST"]
+    assert _create(client).status == "pending"
+    assert server.connections_accepted == 2
+
+
+def test_reset_on_read_is_retried_then_reported(
+    client: UniPostClient, fake: FakeUniPost, server: FakeUniPostServer
+) -> None:
+    created = _create(client)
+    fake.fail_next("get", exception=ConnectionResetError(), times=1)
+    assert client.get_session(created.id).status == "pending"  # retried on a new connection
+    fake.fail_next("get", exception=ConnectionResetError(), times=3)
+    with pytest.raises(UniPostConnectionError):
+        client.get_session(created.id)
+
+
+def test_chunked_request_body(server: FakeUniPostServer) -> None:
+    body = json.dumps({"platform": "bluesky", "external_user_id": "9"}).encode()
+    answer = requests.post(
+        server.base_url + "/v1/connect/sessions",
+        data=iter([body[:10], body[10:]]),  # a generator is sent chunked
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["data"]["platform"] == "bluesky"
+
+
+def test_latency_is_added(
+    client: UniPostClient, fake: FakeUniPost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "sleep", _real_sleep)
+    fake.latency = 0.05
+    started = time.monotonic()
+    _create(client)
+    assert time.monotonic() - started >= 0.05
+
+
+class _Receiver:
+    """A tiny webhook endpoint on loopback that records what it receives."""
+
+    def __init__(self, answers: list[int]) -> None:
+        self.answers = answers
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.arrived = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append((dict(self.headers.items()), body))
+                status = receiver.answers.pop(0) if receiver.answers else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                if status == 200:
+                    receiver.arrived.set()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/unipost/webhook/"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_approve_delivers_a_signed_webhook_with_retries(fake: FakeUniPost) -> None:
+    receiver = _Receiver(answers=[500])  # the first attempt fails, the second succeeds
+    server = FakeUniPostServer(fake, webhook_url=receiver.url, webhook_delay=0)
+    assert server.webhooks is not None
+    server.webhooks.kwargs["pauses"] = (0.01,)
+    try:
+        server.start()
+        client = UniPostClient(KEY, server.base_url)
+        created = _create(client, user="u-7")
+        fake.approve(created.id)
+        assert receiver.arrived.wait(5)
+        assert server.webhooks.wait(5)
+    finally:
+        server.stop()
+        receiver.close()
+    assert len(receiver.received) == 2
+    headers, body = receiver.received[-1]
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["X-UniPost-Signature"] == expected
+    assert headers["X-UniPost-Event"] == "account.connected"
+    payload = json.loads(body)
+    assert payload["data"]["external_user_id"] == "u-7"
+    assert payload["event_id"]
+    [result] = server.webhooks.results
+    assert (result.ok, result.attempts, result.status) == (True, 2, 200)
+
+
+def test_stop_closes_kept_alive_connections(fake: FakeUniPost) -> None:
+    server = FakeUniPostServer(fake).start()
+    client = UniPostClient(KEY, server.base_url, max_retries=0)
+    _create(client)
+    server.stop()
+    with pytest.raises(UniPostConnectionError):
+        _create(client)
+
+
+def test_redact_hides_the_hosted_state() -> None:
+    line = '"GET /connect/x?session=cs_1&state=s3cr3t-Value HTTP/1.1" 200'
+    assert redact(line) == '"GET /connect/x?session=cs_1&state=[redacted] HTTP/1.1" 200'
+
+
+@pytest.mark.e2e
+def test_command_line_server() -> None:
+    """``python -m unipost_connect.testing.server`` serves until SIGTERM and never prints the key."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "unipost_connect.testing.server", "--port", "0",
+         "--api-key", KEY, "--webhook-secret", SECRET, "--latency-ms", "0", "--verbose"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first)
+        assert match, first
+        client = UniPostClient(KEY, match.group(1))
+        created = _create(client)
+        requests.get(created.url, timeout=5).raise_for_status()
+        assert client.get_session(created.id).status == "pending"
+    finally:
+        process.terminate()
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    output = first + out + err
+    assert "POST /v1/connect/sessions" in output  # --verbose logs requests...
+    assert KEY not in output and SECRET not in output
+    state = parse_qs(urlsplit(created.url).query)["state"][0]
+    assert state not in output  # ...with the hosted page's state redacted
