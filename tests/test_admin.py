@@ -331,14 +331,17 @@ def test_actions_need_the_change_permission(client, fake, django_user_model, use
 # -- secrets -----------------------------------------------------------------------
 
 
-def test_hosted_url_only_on_the_change_page_of_a_pending_session(admin_client, fake, user):
+def test_hosted_url_only_on_the_change_page_of_a_pending_session_with_its_state_masked(
+    admin_client, fake, user
+):
     pending = make_session(user)
     done = make_session(user, platform="bluesky")
     fake.approve(done.unipost_session_id)
     services.reconcile_session(done)
     pending_page = admin_client.get(change(pending)).content.decode()
-    assert hosted_state(pending) in pending_page
-    assert 'rel="noreferrer noopener"' in pending_page
+    masked = f"/connect/linkedin?session={pending.unipost_session_id}&amp;state=…"
+    assert masked in pending_page
+    assert hosted_state(pending) not in pending_page
     other_pages = [
         admin_client.get(change(done)).content.decode(),
         listed(admin_client, ConnectSession),

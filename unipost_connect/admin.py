@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -78,6 +80,13 @@ class SyncedAdmin(admin.ModelAdmin):
         return super().changeform_view(request, object_id, form_url, context)
 
 
+def redact_state(url: str) -> str:
+    """``url`` with its ``state`` query parameter replaced by a mask."""
+    parts = urlsplit(url)
+    query = re.sub(r"(^|&)state=[^&]*", r"\1state=…", parts.query)
+    return urlunsplit(parts._replace(query=query, fragment=""))
+
+
 @admin.register(ConnectSession)
 class ConnectSessionAdmin(SyncedAdmin):
     list_display = (
@@ -109,11 +118,11 @@ class ConnectSessionAdmin(SyncedAdmin):
     def hosted_url(self, obj: ConnectSession) -> str:
         """For support, only on this page and only while the session is pending.
 
-        Its ``state`` is the user's bearer secret for the hosted page: it is not a list
-        column, not searchable, and gone once the session has ended.
+        The ``state`` parameter is the user's bearer secret for the hosted page, so it
+        is masked: staff see which page the user was sent to, never a usable link.
         """
         if obj.is_pending and obj.url:
-            return format_html('<a href="{}" rel="noreferrer noopener">{}</a>', obj.url, obj.url)
+            return redact_state(obj.url)
         return "—"
 
     @admin.action(description=_("Refresh from UniPost"), permissions=["change"])

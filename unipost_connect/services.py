@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpRequest
 from django.urls import reverse
@@ -149,12 +149,19 @@ def _reusable_session(
     return candidate if candidate is not None and candidate.is_reusable(min_remaining) else None
 
 
-def _record_error(session: ConnectSession, exc: UniPostError, *, status: str | None = None) -> None:
+def _record_error(
+    session: ConnectSession,
+    exc: UniPostError,
+    *,
+    status: str | None = None,
+    extra_fields: Mapping[str, Any] | None = None,
+) -> None:
     fields: dict[str, Any] = {
         "error_code": exc.code[:64],
         "error_message": exc.message,
         "request_id": exc.request_id[:128],
         "updated_at": timezone.now(),
+        **(extra_fields or {}),
     }
     with transaction.atomic(savepoint=False):
         query = ConnectSession.objects.filter(pk=session.pk)
@@ -172,39 +179,57 @@ def _record_error(session: ConnectSession, exc: UniPostError, *, status: str | N
 # -- the return ------------------------------------------------------------------
 
 
+def return_hint_fields(connect_status: str, reason: str) -> dict[str, str]:
+    """What the browser's return URL claimed, for support; it decides nothing."""
+    return {"return_status": (connect_status or "")[:32], "return_reason": (reason or "")[:255]}
+
+
 def record_return_hint(session: ConnectSession, connect_status: str, reason: str) -> None:
-    """Keep what the browser's return URL claimed, for support; it decides nothing."""
-    ConnectSession.objects.filter(pk=session.pk).update(
-        return_status=(connect_status or "")[:32], return_reason=(reason or "")[:255]
-    )
-    session.return_status = (connect_status or "")[:32]
-    session.return_reason = (reason or "")[:255]
+    """Store the return URL's claim on its own (``reconcile_session(hint=…)`` does it for free)."""
+    fields = return_hint_fields(connect_status, reason)
+    ConnectSession.objects.filter(pk=session.pk).update(**fields)
+    _set(session, fields)
 
 
 def reconcile_session(
-    session: ConnectSession, *, client: UniPostClient | None = None
+    session: ConnectSession,
+    *,
+    client: UniPostClient | None = None,
+    hint: tuple[str, str] | None = None,
 ) -> ConnectSession:
     """Ask UniPost for the session's truth and apply it. Returns ``session``, updated.
 
-    On an API failure the row's status is left as it was, the error is recorded on it,
-    and the :class:`~unipost_connect.errors.UniPostError` is raised.
+    ``hint`` is the return URL's ``(connect_status, reason)``: recorded, never trusted,
+    and written in the same UPDATE as the state change when there is one.
+    On an API failure the row's status is left as it was, the error (and the hint) is
+    recorded on it, and the :class:`~unipost_connect.errors.UniPostError` is raised.
     """
+    extra = return_hint_fields(*hint) if hint is not None else {}
     if not session.unipost_session_id:
+        if extra:
+            record_return_hint(session, *hint)  # type: ignore[misc]
         return session
     client = client or get_client()
     try:
         remote = client.get_session(session.unipost_session_id)
         # No refresh afterwards: a change this call made is mirrored on ``session``, and
         # one it lost to a concurrent worker was read back from the database.
-        apply_remote_session(session, remote)
+        changed = apply_remote_session(session, remote, extra_fields=extra)
     except UniPostError as exc:
-        _record_error(session, exc)
+        _record_error(session, exc, extra_fields=extra)
         raise
+    if extra and not changed:
+        record_return_hint(session, *hint)  # type: ignore[misc]
     return session
 
 
-def apply_remote_session(session: ConnectSession, remote: RemoteSession) -> bool:
-    """Move the local session to the state UniPost reports. True if this call changed it."""
+def apply_remote_session(
+    session: ConnectSession, remote: RemoteSession, *, extra_fields: Mapping[str, Any] | None = None
+) -> bool:
+    """Move the local session to the state UniPost reports. True if this call changed it.
+
+    ``extra_fields`` are written in the same UPDATE when the state changes.
+    """
     if remote.status == "completed":
         if not remote.managed_account_id:
             raise UniPostResponseError(
@@ -212,10 +237,13 @@ def apply_remote_session(session: ConnectSession, remote: RemoteSession) -> bool
                 request_id=remote.request_id,
             )
         return complete_session(
-            session, remote.managed_account_id, completed_at=remote.completed_at
+            session,
+            remote.managed_account_id,
+            completed_at=remote.completed_at,
+            extra_fields=extra_fields,
         )
     if remote.status in ("expired", "cancelled"):
-        return end_session(session, remote.status)
+        return end_session(session, remote.status, extra_fields=extra_fields)
     if remote.status != "pending":
         logger.warning(
             "UniPost reported unknown status %r for connect session %s; leaving it pending.",
@@ -234,6 +262,7 @@ def complete_session(
     account_name: str = "",
     profile_id: str = "",
     completed_at: datetime | None = None,
+    extra_fields: Mapping[str, Any] | None = None,
 ) -> bool:
     """Mark the session completed and record its account, exactly once.
 
@@ -248,6 +277,7 @@ def complete_session(
         "error_code": "",
         "error_message": "",
         "updated_at": now,
+        **(extra_fields or {}),
     }
     # No savepoint of our own: nothing here is retried after a failure, and inside a
     # caller's transaction (the webhook's) a failure must undo the caller's work too.
@@ -276,11 +306,13 @@ def complete_session(
     return bool(won)
 
 
-def end_session(session: ConnectSession, status: str) -> bool:
+def end_session(
+    session: ConnectSession, status: str, *, extra_fields: Mapping[str, Any] | None = None
+) -> bool:
     """Move a pending session to expired or cancelled, exactly once."""
     if status not in (ConnectSession.Status.EXPIRED, ConnectSession.Status.CANCELLED):
         raise ValueError(f"{status!r} is not an ending status")
-    fields = {"status": status, "updated_at": timezone.now()}
+    fields = {"status": status, "updated_at": timezone.now(), **(extra_fields or {})}
     with transaction.atomic(savepoint=False):
         won = ConnectSession.objects.filter(
             pk=session.pk, status=ConnectSession.Status.PENDING
@@ -321,43 +353,92 @@ def upsert_account(
     """Create or refresh the account row; one row per ``managed_account_id``, ever.
 
     Sends ``account_connected`` (after commit) when the account is new or comes back
-    from disconnected.
+    from disconnected, once even when several workers upsert the same account at once.
     """
-    account_name = account_name[:255]
-    profile_id = profile_id[:128]
-    # get_or_create is race-safe here: a concurrent insert of the same
-    # managed_account_id makes ours fail on the unique index inside get_or_create's own
-    # savepoint, and it then reads (and locks) the row the other worker committed.
+    values = {
+        "user_id": user_id,
+        "platform": platform,
+        "account_name": account_name[:255],
+        "external_user_id": external_user_id,
+        "profile_id": profile_id[:128],
+    }
     with transaction.atomic(savepoint=False):
-        account, created = ConnectedAccount.objects.select_for_update().get_or_create(
-            managed_account_id=managed_account_id,
-            defaults={
-                "user_id": user_id,
-                "platform": platform,
-                "account_name": account_name,
-                "external_user_id": external_user_id,
-                "profile_id": profile_id,
-            },
+        account = (
+            ConnectedAccount.objects.select_for_update()
+            .filter(managed_account_id=managed_account_id)
+            .first()
         )
+        created = False
+        if account is None:
+            account = _insert_account_if_absent(managed_account_id, values)
+            created = account is not None
+            if account is None:  # another worker inserted it since our read: refresh theirs
+                account = ConnectedAccount.objects.select_for_update().get(
+                    managed_account_id=managed_account_id
+                )
         reactivated = False
         if not created:
             reactivated = account.status != ConnectedAccount.Status.ACTIVE
             account.user_id = user_id
             account.platform = platform or account.platform
-            account.account_name = account_name or account.account_name
+            account.account_name = values["account_name"] or account.account_name
             account.external_user_id = external_user_id or account.external_user_id
-            account.profile_id = profile_id or account.profile_id
+            account.profile_id = values["profile_id"] or account.profile_id
             account.status = ConnectedAccount.Status.ACTIVE
             if reactivated:
                 account.connected_at = timezone.now()
                 account.disconnected_at = None
             account.save()
         if created or reactivated:
+            snapshot = copy.copy(account)
             transaction.on_commit(
                 lambda: signals.account_connected.send(
-                    sender=ConnectedAccount, account=account, created=created
+                    sender=ConnectedAccount, account=snapshot, created=created
                 )
             )
+    return account
+
+
+def _insert_account_if_absent(managed_account_id: str, values: Mapping[str, Any]) -> ConnectedAccount | None:
+    """Insert the account unless the row exists; the new row, or None if it was there.
+
+    One statement, no savepoint: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` answers a
+    row only when this call inserted it, which is how exactly one of several racing
+    workers learns that it created the account. Other databases use get_or_create.
+    """
+    now = timezone.now()
+    account = ConnectedAccount(
+        managed_account_id=managed_account_id,
+        status=ConnectedAccount.Status.ACTIVE,
+        connected_at=now,
+        created_at=now,
+        updated_at=now,
+        **values,
+    )
+    connection = connections[router.db_for_write(ConnectedAccount)]
+    if connection.vendor not in ("postgresql", "sqlite"):
+        with transaction.atomic():
+            account, created = ConnectedAccount.objects.get_or_create(
+                managed_account_id=managed_account_id, defaults=dict(values)
+            )
+        return account if created else None
+    meta = ConnectedAccount._meta
+    columns = [f for f in meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT ({quote(meta.get_field('managed_account_id').column)}) DO NOTHING "
+        f"RETURNING {quote(meta.pk.column)}"
+    )
+    params = [f.get_db_prep_save(getattr(account, f.attname), connection) for f in columns]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    account.pk = row[0]
+    account._state.adding = False
     return account
 
 

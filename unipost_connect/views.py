@@ -100,11 +100,9 @@ def start(request: HttpRequest) -> HttpResponse:
 def return_(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
     """Where UniPost sends the browser back; the query string is a hint, the API the truth."""
     session = get_object_or_404(ConnectSession, pk=session_id, user_id=request.user.pk)
-    services.record_return_hint(
-        session, request.GET.get("connect_status", ""), request.GET.get("reason", "")
-    )
+    hint = (request.GET.get("connect_status", ""), request.GET.get("reason", ""))
     try:
-        session = services.reconcile_session(session)
+        session = services.reconcile_session(session, hint=hint)
     except UniPostError as exc:
         _tell(request, messages.ERROR, message_for_error(exc, platform=session.platform))
         return _done(request, session.next_url)
