@@ -20,7 +20,7 @@ def fake() -> Iterator[FakeUniPost]:
 
 @pytest.fixture(autouse=True)
 def _no_retry_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("unipost_connect.client.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("unipost_connect.client._sleep", lambda seconds: None)
 
 
 @pytest.fixture

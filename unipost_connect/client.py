@@ -298,6 +298,11 @@ class _Answer(NamedTuple):
     status: int
 
 
+def _sleep(seconds: float) -> None:
+    """The client's wait between retries; tests replace it."""
+    time.sleep(seconds)
+
+
 class UniPostClient:
     """A small, pooled, retrying client for the Connect endpoints.
 
@@ -327,7 +332,7 @@ class UniPostClient:
         self.max_retries = max(0, max_retries)
         self.retry_max_wait = retry_max_wait
         self.backoff = backoff
-        # Looked up at call time by default, so patching ``time.sleep`` (in tests) takes effect.
+        # By default the module's ``_sleep``, looked up at call time so tests can patch it.
         self._sleep = sleep
         self.http = session or requests.Session()
 
@@ -440,7 +445,7 @@ class UniPostClient:
             wait = self._wait_before_retry(error, attempt)
             if wait is None:
                 raise error
-            (time.sleep if self._sleep is None else self._sleep)(wait)
+            (_sleep if self._sleep is None else self._sleep)(wait)
 
     def _wait_before_retry(self, error: UniPostError, attempt: int) -> float | None:
         if error.retry_after is not None:

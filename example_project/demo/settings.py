@@ -52,6 +52,7 @@ UNIPOST_FAKE_WEBHOOK_DELAY = env.float("UNIPOST_FAKE_WEBHOOK_DELAY", default=1.0
 UNIPOST_FAKE_WEBHOOK_URL = env.str("UNIPOST_FAKE_WEBHOOK_URL", default="") or None
 
 INSTALLED_APPS = [
+    "demo",  # first, so its templates override the app's (e.g. unipost_connect/base.html)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -59,7 +60,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "unipost_connect",
-    "demo",
 ]
 
 MIDDLEWARE = [
