@@ -8,9 +8,9 @@ fake's --webhook-url at the site. Everything listens on 127.0.0.1.
 
 A bounded number of virtual users (threads, each with its own requests.Session and its
 own login) loop until the time cap (or an iteration cap): start (POST with the CSRF
-token) → the fake's hosted page (GET, then POST Approve; every 10th iteration Deny) →
-the return (GET) → the connections page. Platforms rotate over linkedin, twitter,
-bluesky. The fake POSTs the signed ``account.connected`` webhook to the site after
+token) → the fake's hosted page (GET, then POST Approve) → the return (GET) → the
+connections page. Platforms rotate over linkedin, twitter, bluesky; every 10th iteration
+the user instead tries the platform just connected once more and denies. The fake POSTs the signed ``account.connected`` webhook to the site after
 ``--webhook-delay`` seconds, so webhooks and returns race on different workers.
 
 Afterwards it waits for the webhooks, then audits: every session the generator started
@@ -67,8 +67,9 @@ def main() -> None:
     parser.add_argument("--worker-class", default="gthread", choices=["sync", "gthread"])
     parser.add_argument("--gthreads", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=20.0, help="added by the fake to every answer")
-    parser.add_argument("--webhook-delay", type=float, default=0.5)
-    parser.add_argument("--deny-every", type=int, default=10, help="every Nth iteration denies (0: never)")
+    parser.add_argument("--webhook-delay", type=float, default=0.25, help="seconds before the fake delivers")
+    parser.add_argument("--deny-every", type=int, default=10,
+                        help="every Nth iteration retries the previous platform and denies (0: never)")
     args = parser.parse_args()
     server_url = require_postgres("load_run")
 
@@ -161,8 +162,10 @@ def generate(args: argparse.Namespace, site: str, fake_url: str) -> tuple[list[d
             for i in range(args.max_iterations):
                 if time.monotonic() >= deadline:
                     break
-                platform = PLATFORMS[(index + i) % len(PLATFORMS)]
-                action = "deny" if args.deny_every and i % args.deny_every == args.deny_every - 1 else "approve"
+                deny = bool(args.deny_every) and i % args.deny_every == args.deny_every - 1
+                action = "deny" if deny else "approve"
+                # A deny is a second try on the platform just connected (the user changed their mind).
+                platform = PLATFORMS[(index + i - deny) % len(PLATFORMS)]
                 s, answer = timed(http, "start", "POST", site + "/unipost/connect/", data={
                     "platform": platform, "next": "/unipost/connections/",
                     "csrfmiddlewaretoken": http.cookies.get("csrftoken", ""),
@@ -238,6 +241,8 @@ def parse_access_log(path: Path) -> list[tuple[int, str, str, float]]:
 def run_audit(started: list[dict], fake_url: str) -> dict[str, Any]:
     import requests
 
+    from django.utils.dateparse import parse_datetime
+
     from bench.models import SignalRecord
     from unipost_connect.models import ConnectedAccount, ConnectSession, WebhookEvent
 
@@ -282,6 +287,11 @@ def run_audit(started: list[dict], fake_url: str) -> dict[str, Any]:
                 audit["completed with its one account"] += 1
             else:
                 problems.append(f"{sid}: completed without its account ({row.managed_account_id!r})")
+            remote_done = parse_datetime(want.get("completed_at") or "")
+            if remote_done and row.completed_at and row.completed_at < remote_done:
+                audit["completed before the user approved it (by an earlier event)"] += 1
+                problems.append(f"{sid}: completed locally at {row.completed_at:%H:%M:%S}, approved at "
+                                f"UniPost at {remote_done:%H:%M:%S}")
             if signals == 1:
                 audit["completed with exactly one completion signal"] += 1
             elif signals == 0:

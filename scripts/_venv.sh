@@ -1,6 +1,7 @@
-# Sourced by the scripts: make sure .venv exists and has the project and its test extra.
+# Sourced by the scripts: make sure .venv exists and has the project with its test and
+# dev extras (reinstalled when pyproject.toml changes).
 pick_python() {
-  for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+  for candidate in "${PYTHON:-}" python3.11 python3 python3.12 python3.13; do
     [ -n "$candidate" ] || continue
     if command -v "$candidate" >/dev/null 2>&1 &&
        "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -18,7 +19,18 @@ ensure_venv() {
   local stamp=.venv/.installed
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[test]"
+    .venv/bin/python -m pip install --quiet -e ".[test,dev,bench]"
     touch "$stamp"
   fi
+}
+
+# pyenv keeps other interpreters out of PATH unless selected; put them on it so nox
+# finds python3.12 and python3.13 when the machine has them.
+add_pyenv_interpreters() {
+  local root
+  root="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
+  for dir in "$root"/versions/3.1[1-3]*/bin; do
+    [ -d "$dir" ] && PATH="$PATH:$dir"
+  done
+  export PATH
 }

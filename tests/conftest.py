@@ -12,8 +12,12 @@ from unipost_connect.testing import FakeUniPost
 @pytest.fixture
 def fake() -> Iterator[FakeUniPost]:
     """A fake UniPost answering for tests.settings' base URL and key; no sleeping on retries."""
-    fake = FakeUniPost(api_key="up_test_key", base_url="https://api.unipost.test",
-                       hosted_base_url="https://app.unipost.test", webhook_secret="whsec_test")
+    fake = FakeUniPost(
+        api_key="up_test_key",
+        base_url="https://api.unipost.test",
+        hosted_base_url="https://app.unipost.test",
+        webhook_secret="whsec_test",
+    )
     with fake.mock():
         yield fake
 

@@ -31,16 +31,27 @@ def change(obj: Any) -> str:
     return reverse(f"admin:unipost_connect_{obj._meta.model_name}_change", args=[obj.pk])
 
 
-def make_session(user: Any, *, platform: str = "linkedin", minutes_ago: float = 10,
-                 created_at: datetime | None = None, **fields: Any) -> ConnectSession:
+def make_session(
+    user: Any,
+    *,
+    platform: str = "linkedin",
+    minutes_ago: float = 10,
+    created_at: datetime | None = None,
+    **fields: Any,
+) -> ConnectSession:
     """A pending session known to the fake."""
     remote = get_client().create_session(
         platform=platform, external_user_id=f"ext-{user.pk}", return_url="https://site.test/back"
     )
     return ConnectSession.objects.create(
-        user=user, platform=platform, external_user_id=f"ext-{user.pk}",
-        unipost_session_id=remote.id, url=remote.url, expires_at=remote.expires_at,
-        created_at=created_at or timezone.now() - timedelta(minutes=minutes_ago), **fields,
+        user=user,
+        platform=platform,
+        external_user_id=f"ext-{user.pk}",
+        unipost_session_id=remote.id,
+        url=remote.url,
+        expires_at=remote.expires_at,
+        created_at=created_at or timezone.now() - timedelta(minutes=minutes_ago),
+        **fields,
     )
 
 
@@ -77,9 +88,13 @@ def test_every_page_renders_for_a_superuser(admin_client, fake, user):
         fake.webhook("account.disconnected", {"social_account_id": "sa_nobody", "platform": "x"}).payload
     ).event
     for url in (
-        changelist(ConnectSession), change(pending), change(completed),
-        changelist(ConnectedAccount), change(account),
-        changelist(WebhookEvent), change(event),
+        changelist(ConnectSession),
+        change(pending),
+        change(completed),
+        changelist(ConnectedAccount),
+        change(account),
+        changelist(WebhookEvent),
+        change(event),
     ):
         answer = admin_client.get(url)
         assert answer.status_code == 200, url
@@ -172,15 +187,20 @@ def test_account_filters_and_search(admin_client, fake, user, other_user):
 
 def _sessions_for_new_users(django_user_model: Any, start: int, count: int) -> None:
     users = django_user_model.objects.bulk_create(
-        [django_user_model(username=f"user{i}", email=f"user{i}@example.com")
-         for i in range(start, start + count)]
+        [
+            django_user_model(username=f"user{i}", email=f"user{i}@example.com")
+            for i in range(start, start + count)
+        ]
     )
     if not users or users[0].pk is None:  # backends that do not return ids
         users = list(django_user_model.objects.filter(username__startswith="user").order_by("-pk")[:count])
     now = timezone.now()
     ConnectSession.objects.bulk_create(
         ConnectSession(
-            user=u, platform="linkedin", external_user_id=str(u.pk), unipost_session_id=f"cs_{u.pk}",
+            user=u,
+            platform="linkedin",
+            external_user_id=str(u.pk),
+            unipost_session_id=f"cs_{u.pk}",
             created_at=now - timedelta(seconds=i),
         )
         for i, u in enumerate(users)
@@ -256,13 +276,17 @@ def test_refresh_from_unipost_reconciles_the_selected_sessions(admin_client, fak
     fake.approve(approved.unipost_session_id)
     fake.deny(denied.unipost_session_id)
     fake.approve(unselected.unipost_session_id)
-    answer = run_action(admin_client, ConnectSession, "refresh_from_unipost",
-                        [approved, denied, waiting, never_started])
+    answer = run_action(
+        admin_client, ConnectSession, "refresh_from_unipost", [approved, denied, waiting, never_started]
+    )
     assert answer.status_code == 200
     assert texts(answer) == ["3 sessions changed."]
     statuses = {s.platform: s.status for s in ConnectSession.objects.all()}
     assert statuses == {
-        "linkedin": "completed", "bluesky": "cancelled", "threads": "pending", "tiktok": "pending",
+        "linkedin": "completed",
+        "bluesky": "cancelled",
+        "threads": "pending",
+        "tiktok": "pending",
         "youtube": "expired",
     }
     assert ConnectedAccount.objects.filter(user=user, platform="linkedin").count() == 1
@@ -363,8 +387,14 @@ def test_api_key_and_webhook_secret_appear_nowhere(admin_client, fake, user):
     pages = [
         admin_client.get(url).content.decode()
         for url in (
-            changelist(ConnectSession), change(pending), change(done), changelist(ConnectedAccount),
-            change(account), changelist(WebhookEvent), change(event), reverse("admin:index"),
+            changelist(ConnectSession),
+            change(pending),
+            change(done),
+            changelist(ConnectedAccount),
+            change(account),
+            changelist(WebhookEvent),
+            change(event),
+            reverse("admin:index"),
         )
     ]
     pages.append(run_action(admin_client, ConnectSession, "refresh_from_unipost", [pending]).content.decode())

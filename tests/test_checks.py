@@ -40,13 +40,25 @@ def test_a_good_configuration_passes():
 
 
 def test_full_configuration_with_every_key_passes():
-    assert ids(
-        PROFILE_ID="pr_1", ALLOW_QUICKSTART_CREDS=True, PLATFORMS=["linkedin", "bluesky"],
-        RETURN_BASE_URL="https://www.example.com", EXTERNAL_USER_ID=lambda user: str(user.pk),
-        SEND_USER_EMAIL=True, REDIRECT_URL=reverse_lazy("done"), CONNECT_TIMEOUT=1, READ_TIMEOUT=2.5,
-        MAX_RETRIES=0, RETRY_MAX_WAIT=0, REUSE_MIN_REMAINING=0, WEBHOOK_MAX_BODY_BYTES=1024,
-        WEBHOOK_SECRET=["whsec_new", "whsec_old"],
-    ) == []
+    assert (
+        ids(
+            PROFILE_ID="pr_1",
+            ALLOW_QUICKSTART_CREDS=True,
+            PLATFORMS=["linkedin", "bluesky"],
+            RETURN_BASE_URL="https://www.example.com",
+            EXTERNAL_USER_ID=lambda user: str(user.pk),
+            SEND_USER_EMAIL=True,
+            REDIRECT_URL=reverse_lazy("done"),
+            CONNECT_TIMEOUT=1,
+            READ_TIMEOUT=2.5,
+            MAX_RETRIES=0,
+            RETRY_MAX_WAIT=0,
+            REUSE_MIN_REMAINING=0,
+            WEBHOOK_MAX_BODY_BYTES=1024,
+            WEBHOOK_SECRET=["whsec_new", "whsec_old"],
+        )
+        == []
+    )
 
 
 # E001: the dict itself
@@ -161,8 +173,16 @@ def test_e007_good_return_base_urls(value):
 # E008: external user id
 
 
-@pytest.mark.parametrize("value", ["no.such.module.func", "nodots", "unipost_connect.conf.nothing_here", 42,
-                                   "unipost_connect.conf.ALL_PLATFORMS"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "no.such.module.func",
+        "nodots",
+        "unipost_connect.conf.nothing_here",
+        42,
+        "unipost_connect.conf.ALL_PLATFORMS",
+    ],
+)
 def test_e008_external_user_id(value):
     assert ids(EXTERNAL_USER_ID=value) == ["unipost_connect.E008"]
 
@@ -177,9 +197,17 @@ def test_e008_good_external_user_id(value):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("CONNECT_TIMEOUT", 0), ("READ_TIMEOUT", "10"), ("MAX_RETRIES", -1), ("MAX_RETRIES", 1.5),
-     ("MAX_RETRIES", True), ("RETRY_MAX_WAIT", -0.5), ("REUSE_MIN_REMAINING", None),
-     ("WEBHOOK_MAX_BODY_BYTES", 0), ("READ_TIMEOUT", float("nan"))],
+    [
+        ("CONNECT_TIMEOUT", 0),
+        ("READ_TIMEOUT", "10"),
+        ("MAX_RETRIES", -1),
+        ("MAX_RETRIES", 1.5),
+        ("MAX_RETRIES", True),
+        ("RETRY_MAX_WAIT", -0.5),
+        ("REUSE_MIN_REMAINING", None),
+        ("WEBHOOK_MAX_BODY_BYTES", 0),
+        ("READ_TIMEOUT", float("nan")),
+    ],
 )
 def test_e009_numbers(name, value):
     assert ids(**{name: value}) == ["unipost_connect.E009"]
@@ -243,15 +271,17 @@ def test_manage_py_check_in_a_fresh_process(tmp_path):
     """The checks run from ``manage.py check`` with the app installed normally."""
     settings_module = tmp_path / "bad_settings.py"
     settings_module.write_text(
-        "from tests.settings import *\n"
-        "UNIPOST_CONNECT = {'API_KEY': 'up_live_x', 'PLATFORMS': ['myspace']}\n"
+        "from tests.settings import *\nUNIPOST_CONNECT = {'API_KEY': 'up_live_x', 'PLATFORMS': ['myspace']}\n"
     )
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
         [sys.executable, "-m", "django", "check"],
         cwd=root,
-        env={"PYTHONPATH": f"{tmp_path}:{root}", "DJANGO_SETTINGS_MODULE": "bad_settings",
-             "PATH": "/usr/bin"},
+        env={
+            "PYTHONPATH": f"{tmp_path}:{root}",
+            "DJANGO_SETTINGS_MODULE": "bad_settings",
+            "PATH": "/usr/bin",
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -117,10 +117,18 @@ def test_platforms_normalised(value, expected):
 
 def test_other_values():
     with configured(
-        PROFILE_ID="pr_1", ALLOW_QUICKSTART_CREDS=True, RETURN_BASE_URL="https://www.example.com/",
-        EXTERNAL_USER_ID="unipost_connect.conf.default_external_user_id", SEND_USER_EMAIL=True,
-        REDIRECT_URL=reverse_lazy("done"), CONNECT_TIMEOUT=1, READ_TIMEOUT=2, MAX_RETRIES="3",
-        RETRY_MAX_WAIT=1, REUSE_MIN_REMAINING=60, WEBHOOK_MAX_BODY_BYTES=1024,
+        PROFILE_ID="pr_1",
+        ALLOW_QUICKSTART_CREDS=True,
+        RETURN_BASE_URL="https://www.example.com/",
+        EXTERNAL_USER_ID="unipost_connect.conf.default_external_user_id",
+        SEND_USER_EMAIL=True,
+        REDIRECT_URL=reverse_lazy("done"),
+        CONNECT_TIMEOUT=1,
+        READ_TIMEOUT=2,
+        MAX_RETRIES="3",
+        RETRY_MAX_WAIT=1,
+        REUSE_MIN_REMAINING=60,
+        WEBHOOK_MAX_BODY_BYTES=1024,
     ):
         assert app_settings.PROFILE_ID == "pr_1"
         assert app_settings.ALLOW_QUICKSTART_CREDS is True

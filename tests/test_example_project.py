@@ -47,8 +47,15 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_PROJECT = REPO / "example_project"
 CONNECTIONS = "/unipost/connections/"
 # Inherited settings that must not leak into the example project from the caller.
-_SCRUB = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS",
-          "CSRF_TRUSTED_ORIGINS", "ENV_FILE")
+_SCRUB = (
+    "DJANGO_SETTINGS_MODULE",
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "DEBUG",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "ENV_FILE",
+)
 
 
 # -- processes --------------------------------------------------------------------------
@@ -128,12 +135,16 @@ def _start_site(
     finalizers.append(log.close)
     manage = [sys.executable, "manage.py"]
     for command in (["migrate", "--noinput", "-v", "0"], ["demo_setup"]):
-        done = subprocess.run(manage + command, cwd=EXAMPLE_PROJECT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, timeout=120)
+        done = subprocess.run(
+            manage + command, cwd=EXAMPLE_PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=120
+        )
         assert done.returncode == 0, f"manage.py {command[0]} failed:\n{log_path.read_text()}"
     process = subprocess.Popen(
         [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
-        cwd=EXAMPLE_PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=EXAMPLE_PROJECT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
     def stop() -> None:
@@ -200,13 +211,20 @@ class _FormParser(HTMLParser):
             self.forms.append(self._form)
         elif self._form is not None and tag == "input" and attributes.get("name"):
             if attributes.get("type") == "submit":
-                self._form.buttons.append({"name": attributes["name"], "value": attributes.get("value", ""),
-                                           "text": attributes.get("value", "")})
+                self._form.buttons.append(
+                    {
+                        "name": attributes["name"],
+                        "value": attributes.get("value", ""),
+                        "text": attributes.get("value", ""),
+                    }
+                )
             else:
                 self._form.fields.append((attributes["name"], attributes.get("value", "")))
         elif self._form is not None and tag == "button":
             self._button = {
-                "name": attributes.get("name", ""), "value": attributes.get("value", ""), "text": "",
+                "name": attributes.get("name", ""),
+                "value": attributes.get("value", ""),
+                "text": "",
             }
             self._form.buttons.append(self._button)
 
@@ -261,7 +279,10 @@ class Browser:
                     target = urljoin(self.url, form.action or self.url)
                     origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.url))
                     self.page = self.http.request(
-                        form.method.upper(), target, data=data, timeout=15,
+                        form.method.upper(),
+                        target,
+                        data=data,
+                        timeout=15,
                         headers={"Origin": origin, "Referer": self.url},
                     )
                     return self.page
@@ -326,9 +347,14 @@ DJANGO_SECRET = "django-secret-" + secrets.token_hex(16)
 def embedded_site(tmp_path_factory: pytest.TempPathFactory, finalizers: list[Callable[[], None]]) -> Site:
     tmp = tmp_path_factory.mktemp("embedded")
     site = _start_site(
-        tmp, _free_port(),
-        {"UNIPOST_API_KEY": EMBEDDED_KEY, "UNIPOST_WEBHOOK_SECRET": EMBEDDED_SECRET,
-         "SECRET_KEY": DJANGO_SECRET, "DEBUG": "true"},
+        tmp,
+        _free_port(),
+        {
+            "UNIPOST_API_KEY": EMBEDDED_KEY,
+            "UNIPOST_WEBHOOK_SECRET": EMBEDDED_SECRET,
+            "SECRET_KEY": DJANGO_SECRET,
+            "DEBUG": "true",
+        },
         finalizers,
     )
     site.secrets += [EMBEDDED_KEY, EMBEDDED_SECRET, DJANGO_SECRET]
@@ -360,9 +386,17 @@ def test_connections_page_offers_every_platform(demo: Browser) -> None:
     demo.open("/")
     assert urlsplit(demo.url).path == CONNECTIONS
     labels = {b["text"] for f in demo.forms() for b in f.buttons}
-    assert {"Connect LinkedIn", "Connect X (Twitter)", "Connect Bluesky", "Connect YouTube",
-            "Connect TikTok", "Connect Instagram", "Connect Threads", "Connect Facebook",
-            "Connect Pinterest"} <= labels
+    assert {
+        "Connect LinkedIn",
+        "Connect X (Twitter)",
+        "Connect Bluesky",
+        "Connect YouTube",
+        "Connect TikTok",
+        "Connect Instagram",
+        "Connect Threads",
+        "Connect Facebook",
+        "Connect Pinterest",
+    } <= labels
 
 
 def test_anonymous_user_is_sent_to_log_in(embedded_site: Site) -> None:
@@ -437,8 +471,12 @@ def test_admin_lists_sessions_with_their_states(demo: Browser) -> None:
     demo.open("/admin/unipost_connect/connectsession/")
     assert demo.page is not None and demo.page.status_code == 200
     rows = "\n".join(_text(row) for row in re.findall(r"<tr.*?</tr>", demo.text, re.S))
-    for platform, status in (("LinkedIn", "Completed"), ("X (Twitter)", "Cancelled"),
-                             ("Bluesky", "Pending"), ("YouTube", "Completed")):
+    for platform, status in (
+        ("LinkedIn", "Completed"),
+        ("X (Twitter)", "Cancelled"),
+        ("Bluesky", "Pending"),
+        ("YouTube", "Completed"),
+    ):
         assert re.search(rf"{re.escape(platform)}\s.*{status}", rows), (platform, status, rows)
     demo.open("/admin/unipost_connect/connectedaccount/")
     assert demo.page is not None and demo.page.status_code == 200
@@ -448,8 +486,9 @@ def test_admin_lists_sessions_with_their_states(demo: Browser) -> None:
 def test_admin_never_shows_secrets(demo: Browser, embedded_states: list[str]) -> None:
     """Issue 2: "the API key and the hosted state never shown" -- lists and detail pages."""
     demo.open("/admin/unipost_connect/connectsession/")
-    links = sorted(set(re.findall(r'href="(/admin/unipost_connect/connectsession/[0-9a-f-]{36}/change/)"',
-                                  demo.text)))
+    links = sorted(
+        set(re.findall(r'href="(/admin/unipost_connect/connectsession/[0-9a-f-]{36}/change/)"', demo.text))
+    )
     assert len(links) == 4
     pages = {demo.url: demo.text}
     for link in [*links, "/admin/unipost_connect/connectedaccount/", "/admin/unipost_connect/webhookevent/"]:
@@ -493,9 +532,15 @@ def standalone(tmp_path_factory: pytest.TempPathFactory, finalizers: list[Callab
     finalizers.append(server.stop)
     django_secret = "django-secret-" + secrets.token_hex(16)
     site = _start_site(
-        tmp, port,
-        {"UNIPOST_API_BASE_URL": server.base_url, "UNIPOST_API_KEY": REAL_KEY,
-         "UNIPOST_WEBHOOK_SECRET": REAL_SECRET, "SECRET_KEY": django_secret, "DEBUG": "false"},
+        tmp,
+        port,
+        {
+            "UNIPOST_API_BASE_URL": server.base_url,
+            "UNIPOST_API_KEY": REAL_KEY,
+            "UNIPOST_WEBHOOK_SECRET": REAL_SECRET,
+            "SECRET_KEY": django_secret,
+            "DEBUG": "false",
+        },
         finalizers,
     )
     site.secrets += [REAL_KEY, REAL_SECRET, django_secret]
@@ -517,8 +562,9 @@ def test_flow_against_the_standalone_fake(standalone: Standalone) -> None:
     [account] = browser.accounts()
     assert account[4] == session.managed_account_id
 
-    api_calls = [(r.method, r.path, r.status, r.authorized) for r in server.log
-                 if not r.path.startswith("/connect/")]
+    api_calls = [
+        (r.method, r.path, r.status, r.authorized) for r in server.log if not r.path.startswith("/connect/")
+    ]
     assert api_calls == [
         ("POST", "/v1/connect/sessions", 201, True),  # the configured key, over real HTTP
         ("GET", f"/v1/connect/sessions/{session.id}", 200, True),
@@ -569,7 +615,11 @@ def _settings_of(tmp: Path, env_file: str, **env: str) -> subprocess.CompletedPr
     )
     return subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=EXAMPLE_PROJECT, env=environment, capture_output=True, text=True, timeout=60,
+        cwd=EXAMPLE_PROJECT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -588,9 +638,14 @@ def test_settings_come_from_a_env_file_and_the_environment_wins(tmp_path: Path) 
     done = _settings_of(tmp_path, str(env_file), UNIPOST_PROFILE_ID="pr_env")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
-        "key_suffix": "abcd", "base": "https://api.unipost.dev", "secrets": 2, "profile": "pr_env",
-        "db": str(tmp_path / "from-file.sqlite3"), "debug": False,
-        "hosts": ["demo.example.com", "localhost"], "secret_key_suffix": "wxyz",
+        "key_suffix": "abcd",
+        "base": "https://api.unipost.dev",
+        "secrets": 2,
+        "profile": "pr_env",
+        "db": str(tmp_path / "from-file.sqlite3"),
+        "debug": False,
+        "hosts": ["demo.example.com", "localhost"],
+        "secret_key_suffix": "wxyz",
     }
 
 
@@ -605,7 +660,15 @@ def test_env_example_documents_every_setting() -> None:
     settings_py = (EXAMPLE_PROJECT / "demo" / "settings.py").read_text()
     documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", example, re.M))
     read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z][A-Z0-9_]+)"', settings_py))
-    design = {"UNIPOST_API_KEY", "UNIPOST_API_BASE_URL", "UNIPOST_WEBHOOK_SECRET", "UNIPOST_PROFILE_ID",
-              "DATABASE_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS"}
+    design = {
+        "UNIPOST_API_KEY",
+        "UNIPOST_API_BASE_URL",
+        "UNIPOST_WEBHOOK_SECRET",
+        "UNIPOST_PROFILE_ID",
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "DEBUG",
+        "ALLOWED_HOSTS",
+    }
     assert design <= read
     assert read <= documented | {"ENV_FILE"}

@@ -66,7 +66,8 @@ def test_create_and_get_over_http(client: UniPostClient, server: FakeUniPostServ
     read = client.get_session(created.id)
     assert (read.id, read.status, read.url) == (created.id, "pending", created.url)
     assert [(r.method, r.status, r.authorized) for r in server.log] == [
-        ("POST", 201, True), ("GET", 200, True),
+        ("POST", 201, True),
+        ("GET", 200, True),
     ]
 
 
@@ -135,8 +136,9 @@ def test_rate_limit_carries_retry_after(client: UniPostClient, fake: FakeUniPost
 
 
 def test_html_502_from_a_proxy(client: UniPostClient, fake: FakeUniPost) -> None:
-    fake.fail_next("create", 502, body="<html><body>Bad gateway</body></html>",
-                   headers={"Content-Type": "text/html"})
+    fake.fail_next(
+        "create", 502, body="<html><body>Bad gateway</body></html>", headers={"Content-Type": "text/html"}
+    )
     with pytest.raises(UniPostError) as caught:
         _create(client)
     assert (caught.value.status, caught.value.code) == (502, "HTTP_502")
@@ -200,9 +202,7 @@ def test_chunked_request_body(server: FakeUniPostServer) -> None:
     assert answer.json()["data"]["platform"] == "bluesky"
 
 
-def test_latency_is_added(
-    client: UniPostClient, fake: FakeUniPost, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_latency_is_added(client: UniPostClient, fake: FakeUniPost, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(time, "sleep", _real_sleep)
     fake.latency = 0.05
     started = time.monotonic()
@@ -287,9 +287,23 @@ def test_redact_hides_the_hosted_state() -> None:
 def test_command_line_server() -> None:
     """``python -m unipost_connect.testing.server`` serves until SIGTERM and never prints the key."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "unipost_connect.testing.server", "--port", "0",
-         "--api-key", KEY, "--webhook-secret", SECRET, "--latency-ms", "0", "--verbose"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "unipost_connect.testing.server",
+            "--port",
+            "0",
+            "--api-key",
+            KEY,
+            "--webhook-secret",
+            SECRET,
+            "--latency-ms",
+            "0",
+            "--verbose",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

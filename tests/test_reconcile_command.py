@@ -22,8 +22,14 @@ from unipost_connect.models import ConnectedAccount, ConnectSession
 pytestmark = pytest.mark.django_db
 
 
-def make_session(user: Any, *, minutes_ago: float = 10, platform: str = "linkedin", remote: bool = True,
-                 created_at: Any = None) -> ConnectSession:
+def make_session(
+    user: Any,
+    *,
+    minutes_ago: float = 10,
+    platform: str = "linkedin",
+    remote: bool = True,
+    created_at: Any = None,
+) -> ConnectSession:
     """A local pending session; with ``remote`` also a pending one at the fake."""
     created = created_at or timezone.now() - timedelta(minutes=minutes_ago)
     fields: dict[str, Any] = {}
@@ -316,8 +322,9 @@ def test_an_outcome_recorded_meanwhile_is_not_applied_twice(fake, user, sent, mo
 
     def get_then_return_view(self: Any, session_id: str) -> Any:
         remote = real_get(self, session_id)
-        services.complete_session(ConnectSession.objects.get(unipost_session_id=session_id),
-                                  remote.managed_account_id)
+        services.complete_session(
+            ConnectSession.objects.get(unipost_session_id=session_id), remote.managed_account_id
+        )
         return remote
 
     monkeypatch.setattr(command_module.UniPostClient, "get_session", get_then_return_view)

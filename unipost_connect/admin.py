@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.contrib import admin, messages
@@ -37,18 +37,31 @@ def badge(value: str, label: str) -> str:
     fg, bg = _BADGE_COLOURS.get(value, ("#333", "#eee"))
     return format_html(
         '<span style="color:{};background:{};padding:1px 6px;border-radius:8px;white-space:nowrap">{}</span>',
-        fg, bg, label,
+        fg,
+        bg,
+        label,
     )
 
 
 def _error_text(exc: UniPostError) -> str:
     status = f"HTTP {exc.status}" if exc.status is not None else _("no answer")
     return _("%(code)s, %(status)s, request id %(rid)s") % {
-        "code": exc.code, "status": status, "rid": exc.request_id or "—",
+        "code": exc.code,
+        "status": status,
+        "rid": exc.request_id or "—",
     }
 
 
-class SyncedAdmin(admin.ModelAdmin):
+if TYPE_CHECKING:
+    # django-stubs makes ModelAdmin generic in its model; Django's class cannot be
+    # subscripted at runtime (that needs django-stubs-ext's monkeypatch, not a dependency).
+    _SyncedAdminBase = admin.ModelAdmin[ConnectSession | ConnectedAccount]
+    _WebhookEventAdminBase = admin.ModelAdmin[WebhookEvent]
+else:
+    _SyncedAdminBase = _WebhookEventAdminBase = admin.ModelAdmin
+
+
+class SyncedAdmin(_SyncedAdminBase):
     """Every field is synced from UniPost (or the flow): viewable, never saved from a form.
 
     A POST to the change page saves nothing: ``ModelAdmin.save_model`` would write the
@@ -90,22 +103,50 @@ def redact_state(url: str) -> str:
 @admin.register(ConnectSession)
 class ConnectSessionAdmin(SyncedAdmin):
     list_display = (
-        "id", "user", "platform", "status_badge", "managed_account_id", "created_at", "expires_at",
+        "id",
+        "user",
+        "platform",
+        "status_badge",
+        "managed_account_id",
+        "created_at",
+        "expires_at",
         "error_code",
     )
     list_filter = ("status", "platform", "created_at")
     search_fields = (
-        "user__username", "user__email", "external_user_email", "external_user_id", "unipost_session_id",
-        "managed_account_id", "request_id",
+        "user__username",
+        "user__email",
+        "external_user_email",
+        "external_user_id",
+        "unipost_session_id",
+        "managed_account_id",
+        "request_id",
     )
     list_select_related = ("user",)
     date_hierarchy = "created_at"
     actions = ("refresh_from_unipost",)
     readonly_fields = (
-        "id", "user", "platform", "profile_id", "external_user_id", "external_user_email",
-        "allow_quickstart_creds", "unipost_session_id", "status", "managed_account_id", "next_url",
-        "return_status", "return_reason", "expires_at", "completed_at", "error_code", "error_message",
-        "request_id", "created_at", "updated_at", "hosted_url",
+        "id",
+        "user",
+        "platform",
+        "profile_id",
+        "external_user_id",
+        "external_user_email",
+        "allow_quickstart_creds",
+        "unipost_session_id",
+        "status",
+        "managed_account_id",
+        "next_url",
+        "return_status",
+        "return_reason",
+        "expires_at",
+        "completed_at",
+        "error_code",
+        "error_message",
+        "request_id",
+        "created_at",
+        "updated_at",
+        "hosted_url",
     )
     # ``url`` itself is never a field: its state parameter is the user's bearer secret.
     fields = readonly_fields
@@ -156,13 +197,26 @@ class ConnectedAccountAdmin(SyncedAdmin):
     list_display = ("managed_account_id", "account_name", "user", "platform", "status_badge", "connected_at")
     list_filter = ("status", "platform", "connected_at")
     search_fields = (
-        "user__username", "user__email", "external_user_id", "managed_account_id", "account_name",
+        "user__username",
+        "user__email",
+        "external_user_id",
+        "managed_account_id",
+        "account_name",
     )
     list_select_related = ("user",)
     actions = ("disconnect",)
     readonly_fields = (
-        "user", "managed_account_id", "platform", "account_name", "external_user_id", "profile_id",
-        "status", "connected_at", "disconnected_at", "created_at", "updated_at",
+        "user",
+        "managed_account_id",
+        "platform",
+        "account_name",
+        "external_user_id",
+        "profile_id",
+        "status",
+        "connected_at",
+        "disconnected_at",
+        "created_at",
+        "updated_at",
     )
     fields = readonly_fields
 
@@ -193,12 +247,18 @@ class ConnectedAccountAdmin(SyncedAdmin):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(_WebhookEventAdminBase):
     list_display = ("event_key", "event_type", "result_badge", "received_at", "processed_at")
     list_filter = ("event_type", "result", "received_at")
     search_fields = ("event_key", "delivery_id")
     readonly_fields = (
-        "event_key", "event_type", "delivery_id", "payload", "result", "detail", "received_at",
+        "event_key",
+        "event_type",
+        "delivery_id",
+        "payload",
+        "result",
+        "detail",
+        "received_at",
         "processed_at",
     )
 

@@ -409,7 +409,12 @@ class UniPostClient:
                 # No redirects: a 3xx is not part of the contract, and following one
                 # would turn the create POST into a GET somewhere else.
                 response = self.http.request(
-                    method, url, json=json, params=params, headers=headers, timeout=self.timeout,
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    timeout=self.timeout,
                     allow_redirects=False,
                 )
                 # Read the whole body here so a reset mid-body is a connection error.
@@ -428,7 +433,11 @@ class UniPostClient:
                     request_id = response.headers.get("X-Request-Id", "")
                     logger.debug(
                         "UniPost %s %s -> %s in %.0f ms (request_id=%s)",
-                        method, path, response.status_code, elapsed_ms, request_id,
+                        method,
+                        path,
+                        response.status_code,
+                        elapsed_ms,
+                        request_id,
                     )
                     if allow_empty and not response.content.strip():
                         return _Answer({}, request_id, response.status_code)
@@ -437,7 +446,12 @@ class UniPostClient:
                 error = error_from_response(response)
                 logger.warning(
                     "UniPost %s %s -> %s %s (request_id=%s, attempt %d)",
-                    method, path, response.status_code, error.code, error.request_id, attempt,
+                    method,
+                    path,
+                    response.status_code,
+                    error.code,
+                    error.request_id,
+                    attempt,
                 )
                 may_retry = error.is_retriable and (idempotent or response.status_code == 429)
             if not may_retry or attempt > self.max_retries:
@@ -451,7 +465,7 @@ class UniPostClient:
         if error.retry_after is not None:
             # Honour the server's pacing, but never hold a request longer than the cap.
             return error.retry_after if error.retry_after <= self.retry_max_wait else None
-        return min(self.backoff * (2 ** (attempt - 1)), self.retry_max_wait)
+        return min(self.backoff * 2.0 ** (attempt - 1), self.retry_max_wait)
 
 
 def _describe_transport_error(exc: requests.RequestException) -> str:
@@ -482,8 +496,6 @@ def get_client() -> UniPostClient:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = UniPostClient(
-                key[0], key[1], timeout=key[2], max_retries=key[3], retry_max_wait=key[4]
-            )
+            client = UniPostClient(key[0], key[1], timeout=key[2], max_retries=key[3], retry_max_wait=key[4])
             _clients[key] = client
         return client

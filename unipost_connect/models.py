@@ -39,13 +39,13 @@ class ConnectSession(models.Model):
     )
     # The hosted page URL; its ``state`` parameter is a bearer secret for the user only.
     url = models.URLField(_("hosted url"), max_length=2048, blank=True)
-    status = models.CharField(
-        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
-    )
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
     managed_account_id = models.CharField(_("managed account id"), max_length=128, blank=True)
     next_url = models.CharField(_("next url"), max_length=2048, blank=True)
     return_status = models.CharField(
-        _("returned connect_status"), max_length=32, blank=True,
+        _("returned connect_status"),
+        max_length=32,
+        blank=True,
         help_text=_("What the browser's return claimed; a hint, never trusted."),
     )
     return_reason = models.CharField(_("returned reason"), max_length=255, blank=True)
@@ -61,13 +61,11 @@ class ConnectSession(models.Model):
         verbose_name = _("connect session")
         verbose_name_plural = _("connect sessions")
         ordering = ("-created_at",)
-        indexes = [
+        indexes = (
             models.Index(fields=["user", "platform", "status"], name="unipost_cs_user_plat_st"),
-            models.Index(
-                fields=["external_user_id", "platform", "status"], name="unipost_cs_ext_plat_st"
-            ),
+            models.Index(fields=["external_user_id", "platform", "status"], name="unipost_cs_ext_plat_st"),
             models.Index(fields=["status", "created_at"], name="unipost_cs_status_created"),
-        ]
+        )
 
     def __str__(self) -> str:
         return f"{self.get_platform_display()} for {self.user} ({self.status})"
@@ -103,9 +101,7 @@ class ConnectedAccount(models.Model):
     account_name = models.CharField(_("account name"), max_length=255, blank=True)
     external_user_id = models.CharField(_("external user id"), max_length=256, blank=True)
     profile_id = models.CharField(_("profile id"), max_length=128, blank=True)
-    status = models.CharField(
-        _("status"), max_length=32, choices=Status.choices, default=Status.ACTIVE
-    )
+    status = models.CharField(_("status"), max_length=32, choices=Status.choices, default=Status.ACTIVE)
     connected_at = models.DateTimeField(_("connected at"), default=timezone.now)
     disconnected_at = models.DateTimeField(_("disconnected at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
@@ -115,9 +111,7 @@ class ConnectedAccount(models.Model):
         verbose_name = _("connected account")
         verbose_name_plural = _("connected accounts")
         ordering = ("-connected_at",)
-        indexes = [
-            models.Index(fields=["user", "platform", "status"], name="unipost_acc_user_plat_st"),
-        ]
+        indexes = (models.Index(fields=["user", "platform", "status"], name="unipost_acc_user_plat_st"),)
 
     def __str__(self) -> str:
         name = self.account_name or self.managed_account_id
@@ -142,9 +136,7 @@ class WebhookEvent(models.Model):
     event_type = models.CharField(_("event"), max_length=64, db_index=True)
     delivery_id = models.CharField(_("delivery id"), max_length=128, blank=True)
     payload = models.JSONField(_("payload"))
-    result = models.CharField(
-        _("result"), max_length=16, choices=Result.choices, default=Result.RECEIVED
-    )
+    result = models.CharField(_("result"), max_length=16, choices=Result.choices, default=Result.RECEIVED)
     detail = models.TextField(_("detail"), blank=True)
     received_at = models.DateTimeField(_("received at"), default=timezone.now, db_index=True)
     processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)

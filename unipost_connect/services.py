@@ -15,11 +15,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, Field, OuterRef, Q
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -32,7 +32,10 @@ from .errors import NotFoundError, UniPostError, UniPostResponseError
 from .models import ConnectedAccount, ConnectSession, WebhookEvent
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    # ``_User`` is django-stubs' name for "the AUTH_USER_MODEL": its mypy plugin resolves it
+    # to the project's user model, so callers are checked against their own model (without
+    # the plugin it is AbstractBaseUser). ``_AnyUser`` adds AnonymousUser.
+    from django.contrib.auth.models import _AnyUser, _User
 
 logger = logging.getLogger("unipost_connect")
 
@@ -68,7 +71,7 @@ def build_return_url(session_id: uuid.UUID, request: HttpRequest | None = None) 
 
 
 def start_session(
-    user: AbstractBaseUser,
+    user: _User,
     platform: str,
     *,
     request: HttpRequest | None = None,
@@ -129,9 +132,7 @@ def start_session(
     return session
 
 
-def _reusable_session(
-    user: AbstractBaseUser, platform: str, profile_id: str, quickstart: bool
-) -> ConnectSession | None:
+def _reusable_session(user: _User, platform: str, profile_id: str, quickstart: bool) -> ConnectSession | None:
     min_remaining = app_settings.REUSE_MIN_REMAINING
     candidate = (
         ConnectSession.objects.filter(
@@ -247,7 +248,8 @@ def apply_remote_session(
     if remote.status != "pending":
         logger.warning(
             "UniPost reported unknown status %r for connect session %s; leaving it pending.",
-            remote.status[:32], session.pk,
+            remote.status[:32],
+            session.pk,
         )
     elif remote.expires_at and remote.expires_at != session.expires_at:
         ConnectSession.objects.filter(pk=session.pk).update(expires_at=remote.expires_at)
@@ -314,9 +316,9 @@ def end_session(
         raise ValueError(f"{status!r} is not an ending status")
     fields = {"status": status, "updated_at": timezone.now(), **(extra_fields or {})}
     with transaction.atomic(savepoint=False):
-        won = ConnectSession.objects.filter(
-            pk=session.pk, status=ConnectSession.Status.PENDING
-        ).update(**fields)
+        won = ConnectSession.objects.filter(pk=session.pk, status=ConnectSession.Status.PENDING).update(
+            **fields
+        )
         if won:
             _set(session, fields)
             _on_commit_ended(session, status)
@@ -364,9 +366,7 @@ def upsert_account(
     }
     with transaction.atomic(savepoint=False):
         account = (
-            ConnectedAccount.objects.select_for_update()
-            .filter(managed_account_id=managed_account_id)
-            .first()
+            ConnectedAccount.objects.select_for_update().filter(managed_account_id=managed_account_id).first()
         )
         created = False
         if account is None:
@@ -399,6 +399,12 @@ def upsert_account(
     return account
 
 
+def _column(field: Field[Any, Any]) -> str:
+    # The stubs allow a column of None (a field not yet attached to a model); every
+    # concrete field of an installed model has one.
+    return cast(str, field.column)
+
+
 def _insert_account_if_absent(managed_account_id: str, values: Mapping[str, Any]) -> ConnectedAccount | None:
     """Insert the account unless the row exists; the new row, or None if it was there.
 
@@ -426,10 +432,10 @@ def _insert_account_if_absent(managed_account_id: str, values: Mapping[str, Any]
     columns = [f for f in meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in columns)}) "
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(_column(f)) for f in columns)}) "
         f"VALUES ({', '.join(['%s'] * len(columns))}) "
-        f"ON CONFLICT ({quote(meta.get_field('managed_account_id').column)}) DO NOTHING "
-        f"RETURNING {quote(meta.pk.column)}"
+        f"ON CONFLICT ({quote(_column(meta.get_field('managed_account_id')))}) DO NOTHING "
+        f"RETURNING {quote(_column(meta.pk))}"
     )
     params = [f.get_db_prep_save(getattr(account, f.attname), connection) for f in columns]
     with connection.cursor() as cursor:
@@ -518,7 +524,10 @@ def _apply_account_connected(data: Mapping[str, Any], at: datetime | None) -> tu
     if pending is not None:
         completed_at = min(at, timezone.now()) if at is not None else None
         completed = complete_session(
-            pending, account_id, account_name=account_name, profile_id=profile_id,
+            pending,
+            account_id,
+            account_name=account_name,
+            profile_id=profile_id,
             completed_at=completed_at,
         )
         if completed:
@@ -609,9 +618,11 @@ def mark_disconnected(account: ConnectedAccount) -> bool:
     now = timezone.now()
     fields = {"status": ConnectedAccount.Status.DISCONNECTED, "disconnected_at": now, "updated_at": now}
     with transaction.atomic(savepoint=False):
-        won = ConnectedAccount.objects.filter(pk=account.pk).exclude(
-            status=ConnectedAccount.Status.DISCONNECTED
-        ).update(**fields)
+        won = (
+            ConnectedAccount.objects.filter(pk=account.pk)
+            .exclude(status=ConnectedAccount.Status.DISCONNECTED)
+            .update(**fields)
+        )
         if won:
             _set(account, fields)
             snapshot = copy.copy(account)
@@ -647,5 +658,7 @@ def expire_if_overdue(session: ConnectSession, *, grace: timedelta = timedelta(0
     return False
 
 
-def user_sessions(user: AbstractBaseUser | AnonymousUser, limit: int = 10) -> list[ConnectSession]:
+def user_sessions(user: _AnyUser, limit: int = 10) -> list[ConnectSession]:
+    if user.pk is None:  # an anonymous (or unsaved) user has no sessions
+        return []
     return list(ConnectSession.objects.filter(user_id=user.pk).order_by("-created_at")[:limit])

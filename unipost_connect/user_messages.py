@@ -69,19 +69,13 @@ def message_for_error(error: UniPostError, *, platform: str = "") -> str:
     if isinstance(error, RateLimitedError):
         return _("Too many connection attempts right now. Please wait a minute and try again.")
     if isinstance(error, AuthenticationError):
-        return _(
-            "The connection service is misconfigured on this site. "
-            "Please contact the site's support."
-        )
+        return _("The connection service is misconfigured on this site. Please contact the site's support.")
     if isinstance(error, NotFoundError):
         return _("This connection attempt is no longer known. Please start again.")
     if isinstance(error, (UniPostConnectionError, UniPostResponseError)) or (
         error.status is not None and error.status >= 500
     ):
-        return _(
-            "The connection service is not available right now. "
-            "Please try again in a few minutes."
-        )
+        return _("The connection service is not available right now. Please try again in a few minutes.")
     return _("Something went wrong while connecting your account. Please try again.")
 
 
@@ -90,18 +84,16 @@ def message_for_disconnect_error(error: UniPostError, *, platform: str = "") -> 
     if isinstance(error, (RateLimitedError, AuthenticationError)):
         return message_for_error(error, platform=platform)
     return _(
-        "Your %(platform)s account could not be disconnected right now. "
-        "Please try again in a few minutes."
+        "Your %(platform)s account could not be disconnected right now. Please try again in a few minutes."
     ) % {"platform": platform_label(platform)}
 
 
 # Messages for the ``reason`` UniPost appends to the return URL, when one is worth
 # naming. Values are callables so the text is translated in the user's language.
 REASON_MESSAGES: dict[str, Callable[[str], str]] = {
-    "access_denied": lambda label: _(
-        "You declined the authorization, so no %(platform)s account was connected."
-    )
-    % {"platform": label},
+    "access_denied": lambda label: (
+        _("You declined the authorization, so no %(platform)s account was connected.") % {"platform": label}
+    ),
 }
 
 
@@ -131,10 +123,8 @@ def message_for_outcome(session: ConnectSession) -> tuple[int, str]:
         if reason is not None:
             return messages.WARNING, reason(label)
         return messages.ERROR, _(
-            "%(platform)s reported a problem while connecting, so nothing was connected. "
-            "You can try again."
+            "%(platform)s reported a problem while connecting, so nothing was connected. You can try again."
         ) % {"platform": label}
     return messages.INFO, _(
-        "Your %(platform)s connection is not finished yet. "
-        "If you completed it, it will appear here shortly."
+        "Your %(platform)s connection is not finished yet. If you completed it, it will appear here shortly."
     ) % {"platform": label}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import TYPE_CHECKING
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -37,6 +38,18 @@ from .user_messages import (
     platform_label,
 )
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import _User
+
+    class _AuthenticatedRequest(HttpRequest):
+        """What a ``login_required`` view receives: ``user`` is the project's user model.
+
+        ``_User`` is django-stubs' alias for AUTH_USER_MODEL, resolved by its mypy plugin.
+        """
+
+        user: _User
+
+
 logger = logging.getLogger("unipost_connect")
 
 
@@ -51,9 +64,7 @@ def safe_next(request: HttpRequest, candidate: str | None) -> str:
 
 def _done(request: HttpRequest, next_url: str = "") -> HttpResponseRedirect:
     """Send the user on: to ``next_url`` when it is safe, else to ``REDIRECT_URL``."""
-    return HttpResponseRedirect(
-        safe_next(request, next_url) or resolve_url(app_settings.REDIRECT_URL)
-    )
+    return HttpResponseRedirect(safe_next(request, next_url) or resolve_url(app_settings.REDIRECT_URL))
 
 
 def _tell(request: HttpRequest, level: int, text: str) -> None:
@@ -78,9 +89,7 @@ def start(request: HttpRequest) -> HttpResponse:
         return _login_then(next_url)
     platform = request.POST.get("platform", "")
     try:
-        session = services.start_session(
-            request.user, platform, request=request, next_url=next_url  # type: ignore[arg-type]
-        )
+        session = services.start_session(request.user, platform, request=request, next_url=next_url)
     except services.UnknownPlatformError:
         _tell(request, messages.ERROR, _("That platform cannot be connected here."))
         return _done(request, next_url)
@@ -97,7 +106,7 @@ def start(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
-def return_(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+def return_(request: _AuthenticatedRequest, session_id: uuid.UUID) -> HttpResponse:
     """Where UniPost sends the browser back; the query string is a hint, the API the truth."""
     session = get_object_or_404(ConnectSession, pk=session_id, user_id=request.user.pk)
     hint = (request.GET.get("connect_status", ""), request.GET.get("reason", ""))
@@ -113,7 +122,7 @@ def return_(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
 
 @require_safe
 @login_required
-def connections(request: HttpRequest) -> HttpResponse:
+def connections(request: _AuthenticatedRequest) -> HttpResponse:
     """The user's accounts, a connect control per platform, and recent sessions."""
     accounts = list(
         ConnectedAccount.objects.filter(user_id=request.user.pk).order_by("platform", "-connected_at")
@@ -152,8 +161,7 @@ def disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
         _tell(
             request,
             messages.SUCCESS,
-            _("Your %(platform)s account is disconnected.")
-            % {"platform": platform_label(account.platform)},
+            _("Your %(platform)s account is disconnected.") % {"platform": platform_label(account.platform)},
         )
     return _done(request, next_url)
 

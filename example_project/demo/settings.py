@@ -38,9 +38,7 @@ UNIPOST_CONNECT = {
     "API_KEY": env.str("UNIPOST_API_KEY", default="up_test_demo" if USE_EMBEDDED_FAKE else ""),
     "API_BASE_URL": API_BASE_URL or f"http://{DEMO_ADDR}/fake-unipost",
     # Several secrets, comma-separated, let a secret be rotated without downtime.
-    "WEBHOOK_SECRET": env.list(
-        "UNIPOST_WEBHOOK_SECRET", default=["whsec_demo"] if USE_EMBEDDED_FAKE else []
-    ),
+    "WEBHOOK_SECRET": env.list("UNIPOST_WEBHOOK_SECRET", default=["whsec_demo"] if USE_EMBEDDED_FAKE else []),
     "PROFILE_ID": env.str("UNIPOST_PROFILE_ID", default="") or None,
     "ALLOW_QUICKSTART_CREDS": env.bool("UNIPOST_ALLOW_QUICKSTART_CREDS", default=USE_EMBEDDED_FAKE),
     "RETURN_BASE_URL": env.str("UNIPOST_RETURN_BASE_URL", default="") or None,

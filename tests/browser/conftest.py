@@ -84,8 +84,14 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "DEBUG": "true",
         "PYTHONUNBUFFERED": "1",
     }
-    for name in ("DJANGO_SETTINGS_MODULE", "UNIPOST_API_BASE_URL", "UNIPOST_API_KEY",
-                 "UNIPOST_WEBHOOK_SECRET", "UNIPOST_PROFILE_ID", "ALLOWED_HOSTS"):
+    for name in (
+        "DJANGO_SETTINGS_MODULE",
+        "UNIPOST_API_BASE_URL",
+        "UNIPOST_API_KEY",
+        "UNIPOST_WEBHOOK_SECRET",
+        "UNIPOST_PROFILE_ID",
+        "ALLOWED_HOSTS",
+    ):
         env.pop(name, None)
     manage = [sys.executable, "manage.py"]
     for command in (["migrate", "--noinput", "-v", "0"], ["demo_setup"]):
@@ -98,7 +104,10 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = open(log_path, "wb")  # closed in the finalizer
     server = subprocess.Popen(
         [*manage, "runserver", "--noreload", addr],
-        cwd=EXAMPLE_PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=EXAMPLE_PROJECT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base_url = f"http://{addr}"
     try:

@@ -30,9 +30,7 @@ def _next_for(request: Any, next: str | None) -> str:
     return get_full_path() if callable(get_full_path) else ""
 
 
-def _connected_account(
-    context: template.Context, request: Any, platform: str
-) -> ConnectedAccount | None:
+def _connected_account(context: template.Context, request: Any, platform: str) -> ConnectedAccount | None:
     known = context.get(CONNECTED_ACCOUNTS_CONTEXT_KEY)
     if isinstance(known, Mapping):
         account: ConnectedAccount | None = known.get(platform)

@@ -248,9 +248,7 @@ class FakeUniPost:
         else:
             raw = None
         with self._lock:
-            self._faults.append(
-                _Fault(endpoint, status, raw, dict(headers or {}), exception, times)
-            )
+            self._faults.append(_Fault(endpoint, status, raw, dict(headers or {}), exception, times))
 
     def rate_limit_next(
         self, endpoint: str | None = None, retry_after: int | None = 1, times: int = 1
@@ -359,7 +357,8 @@ class FakeUniPost:
             return self._error(422, "VALIDATION_ERROR", "profile_id not found in this workspace", request_id)
         if platform not in self.plan_platforms:
             return self._error(
-                402, "PLAN_PLATFORM_NOT_ALLOWED",
+                402,
+                "PLAN_PLATFORM_NOT_ALLOWED",
                 f"connecting {platform} accounts requires a paid plan — upgrade at unipost.dev/pricing",
                 request_id,
             )
@@ -370,7 +369,8 @@ class FakeUniPost:
             and platform not in self.platform_credentials
         ):
             return self._error(
-                422, "VALIDATION_ERROR",
+                422,
+                "VALIDATION_ERROR",
                 f"workspace is missing {platform} platform credentials; upload workspace Platform "
                 "Credentials first or pass allow_quickstart_creds=true",
                 request_id,

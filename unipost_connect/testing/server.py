@@ -246,8 +246,12 @@ class _Handler(BaseHTTPRequestHandler):
         except (requests.RequestException, OSError) as exc:
             # An injected transport failure: answer nothing, reset the connection.
             owner._record(RequestRecord(self.command, parts.path, None, authorized))
-            logger.info("Fake UniPost: resetting the connection for %s %s (%s)",
-                        self.command, parts.path, type(exc).__name__)
+            logger.info(
+                "Fake UniPost: resetting the connection for %s %s (%s)",
+                self.command,
+                parts.path,
+                type(exc).__name__,
+            )
             self._reset()
             return
         except Exception:
@@ -358,8 +362,10 @@ class FakeUniPostServer:
         assert self._httpd is not None
         self._serving = True
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-            name="fake-unipost-server", daemon=True,
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="fake-unipost-server",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -442,15 +448,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--webhook-delay", type=float, default=1.0, help="seconds before delivery")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
     parser.add_argument(
-        "--profile", action="append", dest="profiles", metavar="ID",
+        "--profile",
+        action="append",
+        dest="profiles",
+        metavar="ID",
         help="a profile of the workspace (repeat for several; default pr_default)",
     )
     parser.add_argument("--no-envelope", action="store_true", help="answer without the data envelope")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each request (state redacted)")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
     fake = FakeUniPost(
         api_key=args.api_key,
         webhook_secret=args.webhook_secret,
@@ -459,8 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency=max(0.0, args.latency_ms) / 1000.0,
     )
     server = FakeUniPostServer(
-        fake, args.host, args.port, webhook_url=args.webhook_url or None,
-        webhook_delay=args.webhook_delay, verbose=args.verbose,
+        fake,
+        args.host,
+        args.port,
+        webhook_url=args.webhook_url or None,
+        webhook_delay=args.webhook_delay,
+        verbose=args.verbose,
     )
     try:
         server.bind()

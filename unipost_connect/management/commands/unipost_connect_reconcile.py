@@ -73,13 +73,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--older-than", type=float, default=5.0, metavar="MINUTES",
+            "--older-than",
+            type=float,
+            default=5.0,
+            metavar="MINUTES",
             help="Only sessions created at least this many minutes ago (default 5).",
         )
         parser.add_argument("--limit", type=int, default=None, help="Stop after this many sessions.")
         parser.add_argument("--batch-size", type=int, default=500, help="Rows read per query (default 500).")
         parser.add_argument(
-            "--workers", type=int, default=1, metavar="N",
+            "--workers",
+            type=int,
+            default=1,
+            metavar="N",
             help="Concurrent reads from UniPost (default 1). Database writes stay sequential.",
         )
         parser.add_argument(
