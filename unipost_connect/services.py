@@ -150,6 +150,11 @@ def _reusable_session(user: _User, platform: str, profile_id: str, quickstart: b
     return candidate if candidate is not None and candidate.is_reusable(min_remaining) else None
 
 
+def record_error(session: ConnectSession, exc: UniPostError) -> None:
+    """Keep a failed call's error code, message and request id on the row; status unchanged."""
+    _record_error(session, exc)
+
+
 def _record_error(
     session: ConnectSession,
     exc: UniPostError,

@@ -124,12 +124,12 @@ class Command(BaseCommand):
                     outcome = self._apply(session, fetched, dry_run)
                 except RateLimitExhausted:
                     counts["errors"] += 1
-                    self._report(session, fetched.error)
+                    self._failed(session, fetched.error, dry_run)
                     stopped_early = "UniPost kept rate limiting; stopped early, run again later"
                     break
                 except UniPostError as exc:
                     counts["errors"] += 1
-                    self._report(session, exc)
+                    self._failed(session, exc, dry_run)
                 else:
                     counts[outcome] += 1
                 if counts["checked"] % batch_size == 0:
@@ -286,6 +286,12 @@ class Command(BaseCommand):
         return "unchanged"
 
     # -- output ----------------------------------------------------------------------
+
+    def _failed(self, session: ConnectSession, exc: UniPostError | None, dry_run: bool) -> None:
+        """Report the session's error and keep it on the row (its status stays as it was)."""
+        self._report(session, exc)
+        if exc is not None and not dry_run:
+            services.record_error(session, exc)
 
     def _report(self, session: ConnectSession, exc: UniPostError | None) -> None:
         if exc is None:  # pragma: no cover - defensive
