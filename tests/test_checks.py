@@ -28,7 +28,9 @@ def ids(value: Any = ..., **changes: Any) -> list[str]:
     """The unipost_connect check ids for UNIPOST_CONNECT = GOOD + changes (or ``value``)."""
     config = {**GOOD, **changes} if value is ... else value
     with override_settings(UNIPOST_CONNECT=config):
-        return [m.id for m in run_checks(tags=[Tags.compatibility]) if (m.id or "").startswith("unipost_connect.")]
+        return [
+            m.id for m in run_checks(tags=[Tags.compatibility]) if (m.id or "").startswith("unipost_connect.")
+        ]
 
 
 def without(*names: str) -> dict[str, Any]:
@@ -73,7 +75,9 @@ def test_e001_missing_or_not_a_dict(value):
 def test_e001_when_the_setting_is_absent():
     with override_settings():
         del settings.UNIPOST_CONNECT
-        assert [m.id for m in run_checks(tags=[Tags.compatibility]) if m.id.startswith("unipost_connect.")] == ["unipost_connect.E001"]
+        assert [
+            m.id for m in run_checks(tags=[Tags.compatibility]) if m.id.startswith("unipost_connect.")
+        ] == ["unipost_connect.E001"]
 
 
 # E002 / W002: the API key
