@@ -51,10 +51,10 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def spread(values: Sequence[float]) -> str:
-    """min–max of a small set of per-round figures."""
+    """min-max of a small set of per-round figures."""
     if not values:
         return "-"
-    return f"{min(values):.3g}–{max(values):.3g}"
+    return f"{min(values):.3g}-{max(values):.3g}"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], title: str = "") -> str:
@@ -65,7 +65,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], title: str = ""
     out.append("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     out.append(line)
     out.extend(
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
         for r in rows
     )
     return "\n".join(out)
@@ -92,12 +94,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn(args: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None,
-          stdout: Any = None) -> subprocess.Popen[Any]:
+def spawn(
+    args: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None, stdout: Any = None
+) -> subprocess.Popen[Any]:
     """Start a process in its own session (so its children can be stopped with it)."""
     out = stdout if stdout is not None else (open(log, "ab") if log else subprocess.DEVNULL)
     return subprocess.Popen(
-        list(args), cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
+        list(args),
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=out,
         stderr=subprocess.STDOUT if log or stdout is not None else subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -117,14 +123,37 @@ def stop(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
             continue
 
 
-def start_fake(*args: str, latency_ms: float = 0.0, module: str = "unipost_connect.testing.server",
-               log: Path | None = None) -> tuple[subprocess.Popen[Any], str]:
+def start_fake(
+    *args: str,
+    latency_ms: float = 0.0,
+    module: str = "unipost_connect.testing.server",
+    log: Path | None = None,
+) -> tuple[subprocess.Popen[Any], str]:
     """The standalone fake UniPost on a free loopback port; returns (process, base_url)."""
-    argv = [PYTHON, "-m", module, "--host", "127.0.0.1", "--port", "0", "--api-key", API_KEY,
-            "--webhook-secret", WEBHOOK_SECRET, "--latency-ms", str(latency_ms), *args]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=open(log, "ab") if log else subprocess.DEVNULL,
-                            start_new_session=True, text=True)
+    argv = [
+        PYTHON,
+        "-m",
+        module,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--api-key",
+        API_KEY,
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+        "--latency-ms",
+        str(latency_ms),
+        *args,
+    ]
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "ab") if log else subprocess.DEVNULL,
+        start_new_session=True,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     assert proc.stdout is not None
     while time.monotonic() < deadline:
@@ -153,15 +182,44 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not answer in {timeout}s ({last})")
 
 
-def start_gunicorn(app: str, port: int, *, workers: int, worker_class: str = "sync", threads: int = 1,
-                   env: dict[str, str], logdir: Path, ready_path: str) -> subprocess.Popen[Any]:
+def start_gunicorn(
+    app: str,
+    port: int,
+    *,
+    workers: int,
+    worker_class: str = "sync",
+    threads: int = 1,
+    env: dict[str, str],
+    logdir: Path,
+    ready_path: str,
+) -> subprocess.Popen[Any]:
     args = [
-        GUNICORN, app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-        "--worker-class", worker_class, "--threads", str(threads), "--chdir", str(ROOT),
-        "--access-logfile", str(logdir / "access.log"),
-        "--access-logformat", "%(s)s %(m)s %(U)s %(D)s",
-        "--error-logfile", str(logdir / "gunicorn.log"), "--log-level", "warning",
-        "--backlog", "256", "--timeout", "30", "--graceful-timeout", "5",
+        GUNICORN,
+        app,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        worker_class,
+        "--threads",
+        str(threads),
+        "--chdir",
+        str(ROOT),
+        "--access-logfile",
+        str(logdir / "access.log"),
+        "--access-logformat",
+        "%(s)s %(m)s %(U)s %(D)s",
+        "--error-logfile",
+        str(logdir / "gunicorn.log"),
+        "--log-level",
+        "warning",
+        "--backlog",
+        "256",
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "5",
     ]
     proc = spawn(args, env=env, log=logdir / "gunicorn.out")
     try:
@@ -197,7 +255,9 @@ def rss_mb_of(pid: int) -> float:
 def require_postgres(bench: str) -> str:
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
-        sys.exit(f"{bench} needs PostgreSQL: run it as  scripts/with-postgres .venv/bin/python bench/{bench}.py")
+        sys.exit(
+            f"{bench} needs PostgreSQL: run it as  scripts/with-postgres .venv/bin/python bench/{bench}.py"
+        )
     return url
 
 
@@ -254,8 +314,14 @@ class Sample:
     status: int  # 0: transport error
 
 
-def run_load(jobs: Iterable[Any], worker: Callable[[Any, Any], list[Sample]], *, threads: int,
-             time_cap: float, session_factory: Callable[[], Any] | None = None) -> tuple[list[Sample], float]:
+def run_load(
+    jobs: Iterable[Any],
+    worker: Callable[[Any, Any], list[Sample]],
+    *,
+    threads: int,
+    time_cap: float,
+    session_factory: Callable[[], Any] | None = None,
+) -> tuple[list[Sample], float]:
     """Hand ``jobs`` to ``threads`` threads (each with its own requests.Session) until
     they run out or ``time_cap`` seconds pass. Returns the samples and the wall time."""
     import requests
@@ -299,3 +365,16 @@ def timed_post(http: Any, kind: str, url: str, **kwargs: Any) -> tuple[Sample, A
     except requests.RequestException:
         answer, status = None, 0
     return Sample(kind, time.perf_counter() - started, status), answer
+
+
+# -- the machine ----------------------------------------------------------------------------
+
+_LOAD_AT_IMPORT = os.getloadavg()[0]
+
+
+def machine_note() -> str:
+    """The 1-minute load average when the bench started and now (other work skews figures)."""
+    return (
+        f"machine: {os.cpu_count()} CPUs, 1-min load average {_LOAD_AT_IMPORT:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )

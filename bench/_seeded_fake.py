@@ -41,16 +41,22 @@ def main() -> None:
     from unipost_connect.testing.fake import FakeSession
     from unipost_connect.testing.server import FakeUniPostServer
 
-    fake = FakeUniPost(api_key=args.api_key, webhook_secret=args.webhook_secret,
-                       latency=args.latency_ms / 1000)
+    fake = FakeUniPost(
+        api_key=args.api_key, webhook_secret=args.webhook_secret, latency=args.latency_ms / 1000
+    )
     created = datetime.fromisoformat(args.created_at)
     expires = datetime.fromisoformat(args.expires_at)
     for i in range(args.sessions):
         status = session_status(i)
         fake.sessions[f"cs_bench_{i}"] = FakeSession(
-            id=f"cs_bench_{i}", platform="linkedin", external_user_id=f"ext_{i % 1000}", state="s",
+            id=f"cs_bench_{i}",
+            platform="linkedin",
+            external_user_id=f"ext_{i % 1000}",
+            state="s",
             url=f"http://{args.host}/connect/linkedin?session=cs_bench_{i}&state=s",
-            created_at=created, expires_at=expires, status=status,
+            created_at=created,
+            expires_at=expires,
+            status=status,
             completed_at=created + timedelta(minutes=1) if status == "completed" else None,
             managed_account_id=f"sa_bench_{i}" if status == "completed" else None,
         )

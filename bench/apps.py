@@ -25,8 +25,10 @@ def _record_completed(sender: Any, session: Any, account: Any, **kwargs: Any) ->
     from .models import SignalRecord
 
     SignalRecord.objects.create(
-        kind="completed", session_id=str(session.pk),
-        account_id=getattr(account, "managed_account_id", "") or "", pid=os.getpid(),
+        kind="completed",
+        session_id=str(session.pk),
+        account_id=getattr(account, "managed_account_id", "") or "",
+        pid=os.getpid(),
     )
 
 

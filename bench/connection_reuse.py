@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import API_KEY, median, ok, setup_django, spread, table, test_database  # noqa: E402
+from bench._common import API_KEY, machine_note, median, ok, setup_django, spread, table, test_database
 
 
 def main() -> None:
@@ -63,8 +63,10 @@ def main() -> None:
         def naive() -> None:
             for _ in range(args.calls):
                 answer = requests.post(
-                    server.base_url + "/v1/connect/sessions", json=payload,
-                    headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10,
+                    server.base_url + "/v1/connect/sessions",
+                    json=payload,
+                    headers={"Authorization": f"Bearer {API_KEY}"},
+                    timeout=10,
                 )
                 assert answer.status_code == 201, answer.status_code
 
@@ -74,8 +76,11 @@ def main() -> None:
             django_client.force_login(user)
             django_client.post("/unipost/connect/", {"platform": "linkedin"})  # the shared client exists
             ConnectSession.objects.all().delete()
-            ways = [("UniPostClient", via_client), ("start view (get_client)", via_view),
-                    ("naive requests.post", naive)]
+            ways = [
+                ("UniPostClient", via_client),
+                ("start view (get_client)", via_view),
+                ("naive requests.post", naive),
+            ]
             conns: dict[str, list[int]] = {name: [] for name, _ in ways}
             per_call: dict[str, list[float]] = {name: [] for name, _ in ways}
             for r in range(args.rounds):
@@ -94,17 +99,32 @@ def main() -> None:
         worst = max(conns[name])
         target = "≤ 2" if name != "naive requests.post" else "(reference)"
         verdict = ok(worst <= 2) if name != "naive requests.post" else "-"
-        rows.append([name, args.calls, worst, spread(conns[name]), median(per_call[name]),
-                     spread(per_call[name]), target, verdict])
+        rows.append(
+            [
+                name,
+                args.calls,
+                worst,
+                spread(conns[name]),
+                median(per_call[name]),
+                spread(per_call[name]),
+                target,
+                verdict,
+            ]
+        )
     base = median(per_call["naive requests.post"])
-    print(table(
-        ["way", "creates", "connections", "spread", "ms/call", "spread", "target", ""], rows,
-        title=f"Connections accepted by the fake over {args.calls} sequential creates ({args.rounds} rounds)",
-    ))
+    print(
+        table(
+            ["way", "creates", "connections", "spread", "ms/call", "spread", "target", ""],
+            rows,
+            title=f"Connections accepted by the fake over {args.calls} sequential creates "
+            f"({args.rounds} rounds)",
+        )
+    )
     print("connections: new TCP connections per run of 200 (the start view's shared client was")
     print("opened by one request before the first run, as it is on a live site).")
-    print(f"UniPostClient time per call vs naive: {median(per_call['UniPostClient']) / base:.2f}×")
+    print(f"UniPostClient time per call vs naive: {median(per_call['UniPostClient']) / base:.2f}x")
 
 
 if __name__ == "__main__":
     main()
+    print(machine_note())

@@ -11,6 +11,9 @@ class BaselineEvent(models.Model):
     body = models.TextField()
     received_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"baseline event {self.pk}"
+
 
 class SignalRecord(models.Model):
     """One row per completion / ended signal a site process received (load-run audit)."""
@@ -20,3 +23,6 @@ class SignalRecord(models.Model):
     account_id = models.CharField(max_length=128, blank=True)
     pid = models.IntegerField()
     at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.session_id}"

@@ -7,8 +7,8 @@ DATABASE_URL is set, else a SQLite file) is seeded by one child process, and the
 runs in another child whose only job is the command, so its ``ru_maxrss`` is the
 command's peak RSS (Django's own footprint included, the same at every size).
 
-Table 1: sizes at ``--workers 8`` (50,000 × 20 ms would be 1,000 s on one thread), with
-the lower bound ``n × 20 ms / workers`` and the time per session relative to the
+Table 1: sizes at ``--workers 8`` (50,000 x 20 ms would be 1,000 s on one thread), with
+the lower bound ``n x 20 ms / workers`` and the time per session relative to the
 smallest size. Table 2: 1, 4 and 8 workers at 1,000 sessions.
 
     scripts/with-postgres .venv/bin/python bench/reconcile_scaling.py
@@ -33,7 +33,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import PYTHON, ROOT, median, ok, postgres_database, spread, start_fake, stop, table  # noqa: E402
+from bench._common import (
+    PYTHON,
+    ROOT,
+    machine_note,
+    median,
+    ok,
+    postgres_database,
+    spread,
+    start_fake,
+    stop,
+    table,
+)
 
 LATENCY_MS = 20.0
 
@@ -60,8 +71,9 @@ def main() -> None:
     created, expires = now - timedelta(minutes=10), now + timedelta(minutes=20)
     stamps = ["--created-at", created.isoformat(), "--expires-at", expires.isoformat()]
     biggest = max([*args.sizes, args.worker_size])
-    fake, base_url = start_fake("--sessions", str(biggest), *stamps, latency_ms=args.latency_ms,
-                                module="bench._seeded_fake")
+    fake, base_url = start_fake(
+        "--sessions", str(biggest), *stamps, latency_ms=args.latency_ms, module="bench._seeded_fake"
+    )
     try:
         sized = {}
         for n in args.sizes:
@@ -71,10 +83,12 @@ def main() -> None:
         workers = {}
         for w in args.worker_counts:
             workers[w] = [one_run(args.worker_size, w, base_url, stamps) for _ in range(args.rounds)]
-            print(f"  workers {w}: {[round(r['wall'], 1) for r in workers[w]]} s", file=sys.stderr, flush=True)
+            print(
+                f"  workers {w}: {[round(r['wall'], 1) for r in workers[w]]} s", file=sys.stderr, flush=True
+            )
     finally:
         stop(fake)
-    report(args, sized, workers)
+    report_and_note(args, sized, workers)
 
 
 def one_run(n: int, workers: int, base_url: str, stamps: list[str]) -> dict[str, float]:
@@ -85,7 +99,9 @@ def one_run(n: int, workers: int, base_url: str, stamps: list[str]) -> dict[str,
     expected = {"completed": (n + 3) // 4, "cancelled": (n + 2) // 4}
     got = {k: result["counts"].get(k, 0) for k in expected}
     if got != expected or result["counts"].get("errors"):
-        raise SystemExit(f"n={n} workers={workers}: expected {expected}, the command reported {result['counts']}")
+        raise SystemExit(
+            f"n={n} workers={workers}: expected {expected}, the command reported {result['counts']}"
+        )
     return result
 
 
@@ -101,8 +117,14 @@ def database() -> Iterator[dict[str, str]]:
 
 
 def child(argv: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run([PYTHON, __file__, *argv], cwd=ROOT, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        [PYTHON, __file__, *argv],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if done.returncode:
         raise SystemExit(f"child {argv[:2]} failed:\n{done.stderr[-3000:]}")
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
@@ -125,10 +147,16 @@ def child_seed(args: argparse.Namespace) -> None:
     for start in range(0, args.n, batch):
         ConnectSession.objects.bulk_create(
             ConnectSession(
-                user=users[i % len(users)], platform="linkedin", external_user_id=f"ext_{i % 1000}",
-                unipost_session_id=f"cs_bench_{i}", url=f"http://127.0.0.1/connect/linkedin?session={i}",
-                status="pending", created_at=created + timedelta(microseconds=i), expires_at=expires,
-            ) for i in range(start, min(start + batch, args.n))
+                user=users[i % len(users)],
+                platform="linkedin",
+                external_user_id=f"ext_{i % 1000}",
+                unipost_session_id=f"cs_bench_{i}",
+                url=f"http://127.0.0.1/connect/linkedin?session={i}",
+                status="pending",
+                created_at=created + timedelta(microseconds=i),
+                expires_at=expires,
+            )
+            for i in range(start, min(start + batch, args.n))
         )
     print("seeded")
 
@@ -151,10 +179,30 @@ def child_run(args: argparse.Namespace) -> None:
     wall = time.monotonic() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     statuses = dict(ConnectSession.objects.values_list("status").annotate(c=Count("id")).order_by())
-    counts = {**statuses, "errors": out.getvalue().count("request_id="),
-              "accounts": ConnectedAccount.objects.count()}
-    print(json.dumps({"n": args.n, "workers": workers, "wall": wall, "peak_rss_mb": peak,
-                      "rss_before_mb": rss_before, "counts": counts}))
+    counts = {
+        **statuses,
+        "errors": out.getvalue().count("request_id="),
+        "accounts": ConnectedAccount.objects.count(),
+    }
+    print(
+        json.dumps(
+            {
+                "n": args.n,
+                "workers": workers,
+                "wall": wall,
+                "peak_rss_mb": peak,
+                "rss_before_mb": rss_before,
+                "counts": counts,
+            }
+        )
+    )
+
+
+def report_and_note(
+    args: argparse.Namespace, sized: dict[int, list[dict]], workers: dict[int, list[dict]]
+) -> None:
+    report(args, sized, workers)
+    print(machine_note())
 
 
 def report(args: argparse.Namespace, sized: dict[int, list[dict]], workers: dict[int, list[dict]]) -> None:
@@ -171,27 +219,71 @@ def report(args: argparse.Namespace, sized: dict[int, list[dict]], workers: dict
         ideal = n * args.latency_ms / 1000 / args.workers
         linear &= rel <= 1.25
         flat &= rss - rss0 <= 30
-        rows.append([f"{n:,}", len(runs), wall, spread([r["wall"] for r in runs]), n / wall, rel, ideal,
-                     ideal / wall, rss, rss - rss0, median([r["rss_before_mb"] for r in runs])])
-    print(table(
-        ["sessions", "runs", "wall s", "spread", "sessions/s", "s/session vs smallest", "ideal s",
-         "efficiency", "peak RSS MB", "Δ RSS MB", "RSS before MB"],
-        rows,
-        title=f"Reconcile scaling, --workers {args.workers}, fake at {args.latency_ms:g} ms, {vendor} "
-              f"(a quarter completed, a quarter cancelled, half pending)",
-    ))
-    print(f"time linear (s/session within 1.25× of the smallest size's): {ok(linear)}; "
-          f"peak RSS flat (within 30 MB): {ok(flat)}")
+        rows.append(
+            [
+                f"{n:,}",
+                len(runs),
+                wall,
+                spread([r["wall"] for r in runs]),
+                n / wall,
+                rel,
+                ideal,
+                ideal / wall,
+                rss,
+                rss - rss0,
+                median([r["rss_before_mb"] for r in runs]),
+            ]
+        )
+    print(
+        table(
+            [
+                "sessions",
+                "runs",
+                "wall s",
+                "spread",
+                "sessions/s",
+                "s/session vs smallest",
+                "ideal s",
+                "efficiency",
+                "peak RSS MB",
+                "Δ RSS MB",
+                "RSS before MB",
+            ],
+            rows,
+            title=f"Reconcile scaling, --workers {args.workers}, fake at {args.latency_ms:g} ms, {vendor} "
+            f"(a quarter completed, a quarter cancelled, half pending)",
+        )
+    )
+    print(
+        f"time linear (s/session within 1.25x of the smallest size's): {ok(linear)}; "
+        f"peak RSS flat (within 30 MB): {ok(flat)}"
+    )
     print()
     w1 = median([r["wall"] for r in workers[min(workers)]])
     rows = []
     for w, runs in workers.items():
         wall = median([r["wall"] for r in runs])
         ideal = args.worker_size * args.latency_ms / 1000 / w
-        rows.append([w, wall, spread([r["wall"] for r in runs]), args.worker_size / wall, w1 / wall, ideal,
-                     ideal / wall, median([r["peak_rss_mb"] for r in runs])])
-    print(table(["workers", "wall s", "spread", "sessions/s", "speed-up", "ideal s", "efficiency", "peak RSS MB"],
-                rows, title=f"Reconcile workers at {args.worker_size:,} sessions ({len(next(iter(workers.values())))} runs each)"))
+        rows.append(
+            [
+                w,
+                wall,
+                spread([r["wall"] for r in runs]),
+                args.worker_size / wall,
+                w1 / wall,
+                ideal,
+                ideal / wall,
+                median([r["peak_rss_mb"] for r in runs]),
+            ]
+        )
+    print(
+        table(
+            ["workers", "wall s", "spread", "sessions/s", "speed-up", "ideal s", "efficiency", "peak RSS MB"],
+            rows,
+            title=f"Reconcile workers at {args.worker_size:,} sessions "
+            f"({len(next(iter(workers.values())))} runs each)",
+        )
+    )
 
 
 if __name__ == "__main__":

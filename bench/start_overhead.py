@@ -9,7 +9,7 @@ Requests go through Django's test Client in this process (no CSRF enforcement th
 
 Requests alternate ours/baseline one by one (which goes first flips every round);
 each round's median is taken per side, and the table shows the median of the round
-medians, their spread (min–max) and the ratio. Each of our sessions is marked expired
+medians, their spread (min-max) and the ratio. Each of our sessions is marked expired
 right after it is timed (outside the timing), so every request takes the create path
 rather than reusing a pending session.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import median, ok, spread, start_fake, stop, table  # noqa: E402
+from bench._common import machine_note, median, ok, spread, start_fake, stop, table
 
 TARGETS = {0.0: 1.3, 20.0: 1.05}
 
@@ -99,20 +99,42 @@ def run(args: argparse.Namespace, fakes: list[tuple[float, str]]) -> None:
                     ConnectSession.objects.all().delete()
             ratio = median(ratios)
             target = TARGETS.get(latency)
-            rows.append([
-                f"{latency:g} ms", median(ours_r), spread(ours_r), median(base_r), spread(base_r),
-                median(ours_r) - median(base_r), ratio, spread(ratios),
-                f"≤ {target}" if target else "-", ok(ratio <= target) if target else "-",
-            ])
+            rows.append(
+                [
+                    f"{latency:g} ms",
+                    median(ours_r),
+                    spread(ours_r),
+                    median(base_r),
+                    spread(base_r),
+                    median(ours_r) - median(base_r),
+                    ratio,
+                    spread(ratios),
+                    f"≤ {target}" if target else "-",
+                    ok(ratio <= target) if target else "-",
+                ]
+            )
         vendor = connection.vendor
-    print(table(
-        ["upstream", "ours ms", "spread", "baseline ms", "spread", "overhead ms", "ratio", "spread",
-         "target", ""],
-        rows,
-        title=f"Start view vs bare view (in-process Client, {vendor}; {args.rounds} rounds × "
-              f"{args.requests}/{args.requests_latent} requests per side; medians of round medians)",
-    ))
+    print(
+        table(
+            [
+                "upstream",
+                "ours ms",
+                "spread",
+                "baseline ms",
+                "spread",
+                "overhead ms",
+                "ratio",
+                "spread",
+                "target",
+                "",
+            ],
+            rows,
+            title=f"Start view vs bare view (in-process Client, {vendor}; {args.rounds} rounds x "
+            f"{args.requests}/{args.requests_latent} requests per side; medians of round medians)",
+        )
+    )
 
 
 if __name__ == "__main__":
     main()
+    print(machine_note())

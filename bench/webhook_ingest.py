@@ -28,11 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     WEBHOOK_SECRET,
     Sample,
     access_log_statuses,
     free_port,
+    machine_note,
     median,
     migrate,
     ok,
@@ -59,33 +60,45 @@ def main() -> None:
     parser.add_argument("--gthreads", type=int, default=4, help="threads per gthread worker")
     parser.add_argument("--warmup", type=int, default=200, help="per side, not measured")
     parser.add_argument("--time-cap", type=float, default=120.0, help="seconds per phase")
-    parser.add_argument("--kinds", nargs="+", default=["completing", "unknown"],
-                        choices=["completing", "unknown"])
+    parser.add_argument(
+        "--kinds", nargs="+", default=["completing", "unknown"], choices=["completing", "unknown"]
+    )
     args = parser.parse_args()
     server_url = require_postgres("webhook_ingest")
 
     per_round = args.requests // args.rounds
-    with tempfile.TemporaryDirectory(prefix="unipost-bench-") as tmp, \
-            postgres_database(server_url, "unipost_bench_ingest") as db_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="unipost-bench-") as tmp,
+        postgres_database(server_url, "unipost_bench_ingest") as db_url,
+    ):
         logdir = Path(tmp)
         setup_django(DATABASE_URL=db_url, BENCH_CONN_MAX_AGE="0")
         migrate()
         events = {kind: make_events(kind, args.warmup + per_round * args.rounds) for kind in args.kinds}
-        baseline_events = {kind: make_events("unknown", args.warmup + per_round * args.rounds, prefix=f"b{kind}")
-                           for kind in args.kinds}
+        baseline_events = {
+            kind: make_events("unknown", args.warmup + per_round * args.rounds, prefix=f"b{kind}")
+            for kind in args.kinds
+        }
         from django.db import connections
 
         connections.close_all()
         port = free_port()
         gunicorn = start_gunicorn(
-            "bench.wsgi", port, workers=args.workers, worker_class=args.worker_class,
+            "bench.wsgi",
+            port,
+            workers=args.workers,
+            worker_class=args.worker_class,
             threads=args.gthreads if args.worker_class == "gthread" else 1,
-            env={"DATABASE_URL": db_url, "BENCH_CONN_MAX_AGE": "60"}, logdir=logdir, ready_path="/bench/done/",
+            env={"DATABASE_URL": db_url, "BENCH_CONN_MAX_AGE": "60"},
+            logdir=logdir,
+            ready_path="/bench/done/",
         )
         try:
             site = f"http://127.0.0.1:{port}"
-            results = {kind: bench_kind(args, site, events[kind], baseline_events[kind], per_round)
-                       for kind in args.kinds}
+            results = {
+                kind: bench_kind(args, site, events[kind], baseline_events[kind], per_round)
+                for kind in args.kinds
+            }
         finally:
             stop(gunicorn)
         statuses = access_log_statuses(logdir / "access.log")
@@ -95,21 +108,54 @@ def main() -> None:
     rows, latency_rows = [], []
     for kind, (ratios, ours_tp, base_tp, ours_s, base_s) in results.items():
         ratio = median(ratios)
-        rows.append([kind, median(ours_tp), spread(ours_tp), median(base_tp), spread(base_tp), ratio,
-                     spread(ratios), "≥ 0.7", ok(ratio >= 0.7)])
+        rows.append(
+            [
+                kind,
+                median(ours_tp),
+                spread(ours_tp),
+                median(base_tp),
+                spread(base_tp),
+                ratio,
+                spread(ratios),
+                "≥ 0.7",
+                ok(ratio >= 0.7),
+            ]
+        )
         for side, samples in (("ours", ours_s), ("baseline", base_s)):
             ms = [s.seconds * 1000 for s in samples]
             bad = sum(1 for s in samples if not 200 <= s.status < 300)
             p99 = percentile(ms, 99)
-            latency_rows.append([f"{kind} / {side}", len(samples), bad, percentile(ms, 50), percentile(ms, 95),
-                                 p99, max(ms), ok(p99 < 1000) if side == "ours" else "-"])
-    title = (f"Webhook ingest, gunicorn {args.workers}×{args.worker_class} on PostgreSQL, {args.threads} client "
-             f"threads, {args.rounds} rounds × {per_round} requests per side (+{args.warmup} warm-up)")
-    print(table(["events", "ours req/s", "spread", "baseline req/s", "spread", "ratio", "spread", "target", ""],
-                rows, title=title))
+            latency_rows.append(
+                [
+                    f"{kind} / {side}",
+                    len(samples),
+                    bad,
+                    percentile(ms, 50),
+                    percentile(ms, 95),
+                    p99,
+                    max(ms),
+                    ok(p99 < 1000) if side == "ours" else "-",
+                ]
+            )
+    title = (
+        f"Webhook ingest, gunicorn {args.workers}x{args.worker_class} on PostgreSQL, {args.threads} client "
+        f"threads, {args.rounds} rounds x {per_round} requests per side (+{args.warmup} warm-up)"
+    )
+    print(
+        table(
+            ["events", "ours req/s", "spread", "baseline req/s", "spread", "ratio", "spread", "target", ""],
+            rows,
+            title=title,
+        )
+    )
     print()
-    print(table(["side", "requests", "non-2xx", "p50 ms", "p95 ms", "p99 ms", "max ms", "p99 < 1 s"],
-                latency_rows, title="Latency (all measured requests)"))
+    print(
+        table(
+            ["side", "requests", "non-2xx", "p50 ms", "p95 ms", "p99 ms", "max ms", "p99 < 1 s"],
+            latency_rows,
+            title="Latency (all measured requests)",
+        )
+    )
     print()
     print(f"gunicorn access log status counts: {dict(sorted(statuses.items()))}")
     print(f"after the run: {audit}")
@@ -130,18 +176,33 @@ def make_events(kind: str, n: int, prefix: str = "") -> list[tuple[bytes, dict[s
         users = User.objects.bulk_create(User(username=f"{tag}{i}", password="!") for i in range(n))
         ConnectSession.objects.bulk_create(
             ConnectSession(
-                user=u, platform="linkedin", external_user_id=f"ext_{tag}_{i}", status="pending",
-                unipost_session_id=f"cs_{tag}_{i}", url="http://127.0.0.1/x",
-                created_at=now - timedelta(minutes=1), expires_at=now + timedelta(minutes=29),
-            ) for i, u in enumerate(users)
+                user=u,
+                platform="linkedin",
+                external_user_id=f"ext_{tag}_{i}",
+                status="pending",
+                unipost_session_id=f"cs_{tag}_{i}",
+                url="http://127.0.0.1/x",
+                created_at=now - timedelta(minutes=1),
+                expires_at=now + timedelta(minutes=29),
+            )
+            for i, u in enumerate(users)
         )
     out = []
     for i in range(n):
-        delivery = build_webhook("account.connected", {
-            "social_account_id": f"sa_{tag}_{i}", "profile_id": "pr_default", "platform": "linkedin",
-            "account_name": f"LinkedIn user {i}", "external_user_id": f"ext_{tag}_{i}",
-            "connection_type": "managed",
-        }, WEBHOOK_SECRET, event_id=f"evt_{tag}_{i}", timestamp=now)
+        delivery = build_webhook(
+            "account.connected",
+            {
+                "social_account_id": f"sa_{tag}_{i}",
+                "profile_id": "pr_default",
+                "platform": "linkedin",
+                "account_name": f"LinkedIn user {i}",
+                "external_user_id": f"ext_{tag}_{i}",
+                "connection_type": "managed",
+            },
+            WEBHOOK_SECRET,
+            event_id=f"evt_{tag}_{i}",
+            timestamp=now,
+        )
         out.append((delivery.body, {**delivery.headers, "Content-Type": "application/json"}))
     return out
 
@@ -187,10 +248,14 @@ def verify(args: argparse.Namespace, events: dict[str, Any], per_round: int) -> 
     sent = args.warmup + per_round * args.rounds
     results = dict(WebhookEvent.objects.values_list("result").annotate(n=Count("id")).order_by())
     completed = ConnectSession.objects.filter(status="completed").count()
-    return (f"{WebhookEvent.objects.count()} webhook events stored (sent {sent * len(events)}; results {results}), "
-            f"{completed} sessions completed, {ConnectedAccount.objects.count()} accounts, "
-            f"{BaselineEvent.objects.count()} baseline rows")
+    return (
+        f"{WebhookEvent.objects.count()} webhook events stored "
+        f"(sent {sent * len(events)}; results {results}), "
+        f"{completed} sessions completed, {ConnectedAccount.objects.count()} accounts, "
+        f"{BaselineEvent.objects.count()} baseline rows"
+    )
 
 
 if __name__ == "__main__":
     main()
+    print(machine_note())
