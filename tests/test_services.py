@@ -248,9 +248,15 @@ def test_reconcile_session_failure_keeps_status_and_records_the_error(fake: Fake
 # -- apply_webhook_payload and matching events to sessions --------------------------------------
 
 
+def approved(fake: FakeUniPost, session: ConnectSession) -> str:
+    """Approve ``session`` at the fake, as the user would; the managed account id."""
+    fake.approve(session.unipost_session_id or "")
+    return fake.sessions[session.unipost_session_id or ""].managed_account_id or ""
+
+
 def test_apply_webhook_payload_python_api(fake: FakeUniPost, user: Any) -> None:
     session = start(user)
-    payload = connected(session)
+    payload = connected(session, approved(fake, session))
     first = services.apply_webhook_payload(payload)
     again = services.apply_webhook_payload(dict(payload))
     assert (first.duplicate, again.duplicate) == (False, True)
@@ -329,16 +335,18 @@ def test_late_event_does_not_complete_a_session_started_after_it(fake: FakeUniPo
 
 def test_reconnect_later_completes_the_new_session(fake: FakeUniPost, user: Any) -> None:
     first = start(user)
-    services.complete_session(first, "sa_1")
+    account_id = approved(fake, first)
+    services.complete_session(first, account_id)
     ConnectSession.objects.filter(pk=first.pk).update(
         created_at=timezone.now() - timedelta(days=7), completed_at=timezone.now() - timedelta(days=7)
     )
     second = start(user)
-    payload = connected(second, "sa_1")
+    assert approved(fake, second) == account_id  # OAuth platforms reuse the managed account
+    payload = connected(second, account_id)
     payload["timestamp"] = timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ")
     services.apply_webhook_payload(payload)
     second.refresh_from_db()
-    assert (second.status, second.managed_account_id) == ("completed", "sa_1")
+    assert (second.status, second.managed_account_id) == ("completed", account_id)
 
 
 @pytest.mark.parametrize(
@@ -357,7 +365,7 @@ def test_reconnect_later_completes_the_new_session(fake: FakeUniPost, user: Any)
 )
 def test_odd_timestamps_are_ignored(fake: FakeUniPost, user: Any, timestamp: Any) -> None:
     session = start(user)
-    payload = connected(session)
+    payload = connected(session, approved(fake, session))
     payload["timestamp"] = timestamp
     services.apply_webhook_payload(payload)
     session.refresh_from_db()

@@ -44,9 +44,6 @@ TERMINAL_REMOTE_STATUSES = {"completed", "expired", "cancelled"}
 # A session marked expired locally may still be completed by a late webhook or read:
 # the account exists at UniPost either way.
 _COMPLETABLE = (ConnectSession.Status.PENDING, ConnectSession.Status.EXPIRED)
-# How far apart UniPost's clock (event timestamps, completed_at) and ours may be when a
-# webhook is matched to the session that produced it.
-EVENT_CLOCK_SKEW = timedelta(minutes=1)
 
 
 class UnknownPlatformError(ValueError):
@@ -526,6 +523,10 @@ def _apply_account_connected(data: Mapping[str, Any], at: datetime | None) -> tu
     if len(account_id) > 128 or len(external_user_id) > 256 or not platform or len(platform) > 32:
         return ignored, "social_account_id, external_user_id or platform is malformed."
     pending = _session_for_event(external_user_id, platform, account_id, at)
+    if pending is not None and not _surely_before(pending, at):
+        # Created in the same second as the event (or the event has no time): only
+        # UniPost can say whether this is the session the account came from.
+        pending = _confirmed_by_unipost(pending, account_id)
     if pending is not None:
         completed_at = min(at, timezone.now()) if at is not None else None
         completed = complete_session(
@@ -563,16 +564,21 @@ def _apply_account_connected(data: Mapping[str, Any], at: datetime | None) -> tu
 def _session_for_event(
     external_user_id: str, platform: str, account_id: str, at: datetime | None
 ) -> ConnectSession | None:
-    """The pending session an ``account.connected`` event most likely completes, if any.
+    """The pending session an ``account.connected`` event completes, if any.
 
     The event names no session, so this is the newest pending one of that user and
-    platform that existed when the event happened (give or take clock skew). It is *not*
-    that session when this very account was already recorded on a session created after
-    it, or completed after it was created: the event is then most likely the echo of that
-    completion (say the browser's return came first, and the user had also left an older
-    session pending). Completing the pending one with it would mark as done a session
-    the user never finished; left pending, it is settled by its own return or by the
-    reconcile command, which ask UniPost.
+    platform that UniPost had created *before* the event happened. Both times are on
+    UniPost's clock: the event's ``timestamp``, and the session's creation, which is its
+    ``expires_at`` less the 30-minute lifetime. A session created at or after the event
+    cannot be the one it completes (say the user connected, came back, and at once
+    started again: the first session's late webhook must not complete the second). When
+    the two fall in the same second the session is left alone, to be settled by its
+    own return or by the reconcile command, which ask UniPost; the account is recorded
+    either way.
+
+    Nor is it that session when this very account was already recorded on a session
+    created after it, or completed after it was created: the event is then the echo of
+    that completion.
     """
     sessions = ConnectSession.objects.filter(external_user_id=external_user_id, platform=platform)
     echo = sessions.filter(
@@ -582,10 +588,35 @@ def _session_for_event(
     )
     candidates = sessions.filter(status=ConnectSession.Status.PENDING).exclude(unipost_session_id=None)
     if at is not None:
-        candidates = candidates.filter(created_at__lte=at + EVENT_CLOCK_SKEW)
+        # Created at UniPost no later than the event's second (times have whole seconds).
+        candidates = candidates.filter(expires_at__lt=at + SESSION_LIFETIME + timedelta(seconds=1))
     # Being an echo carries over to every older candidate, so filtering them out one by
     # one answers the same as looking at the newest alone.
     return candidates.filter(~Exists(echo)).order_by("-created_at").first()
+
+
+def _surely_before(session: ConnectSession, at: datetime | None) -> bool:
+    """True when UniPost created ``session`` in an earlier second than the event at ``at``."""
+    if at is None or session.expires_at is None:
+        return False
+    created = session.expires_at - SESSION_LIFETIME
+    return created.replace(microsecond=0) < at.replace(microsecond=0)
+
+
+def _confirmed_by_unipost(session: ConnectSession, account_id: str) -> ConnectSession | None:
+    """``session`` if UniPost reports it completed with ``account_id``, else None."""
+    try:
+        remote = get_client().get_session(session.unipost_session_id or "")
+    except UniPostError as exc:
+        logger.warning(
+            "Could not confirm connect session %s for a webhook (%s); leaving it to reconcile.",
+            session.pk,
+            exc.code,
+        )
+        return None
+    if remote.status == "completed" and remote.managed_account_id == account_id:
+        return session
+    return None
 
 
 def _event_time(payload: Mapping[str, Any]) -> datetime | None:

@@ -1,0 +1,118 @@
+"""Which session an ``account.connected`` webhook completes.
+
+The event names no session. A late webhook of a session the browser's return already
+completed must never complete the user's next attempt (found by the load run's audit:
+connect, come back, start again at once, deny — and the first webhook marked the denied
+attempt completed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tests.test_webhooks import go_back, record_signals, start
+from unipost_connect.models import ConnectedAccount, ConnectSession
+from unipost_connect.testing import FakeUniPost
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def browser(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def first_connection_then_a_second_attempt(
+    fake: FakeUniPost, user: Any, browser: Client, capture: Any, *, seconds_between: float
+) -> tuple[ConnectSession, ConnectSession]:
+    first = start(user)
+    go_back(browser, fake.approve(first.unipost_session_id or ""), capture)
+    first.refresh_from_db()
+    assert first.status == "completed"
+    fake.advance(seconds=seconds_between)
+    second = start(user)
+    assert second.pk != first.pk
+    return first, second
+
+
+@pytest.mark.parametrize("seconds_between", [0, 5], ids=["same-second", "seconds-later"])
+def test_a_late_webhook_does_not_complete_the_next_attempt(
+    fake: FakeUniPost,
+    user: Any,
+    browser: Client,
+    django_capture_on_commit_callbacks: Any,
+    seconds_between: float,
+) -> None:
+    _first, second = first_connection_then_a_second_attempt(
+        fake, user, browser, django_capture_on_commit_callbacks, seconds_between=seconds_between
+    )
+    late = fake.outbox[-1]  # the first session's account.connected, delivered only now
+    with record_signals() as sent, django_capture_on_commit_callbacks(execute=True):
+        answer = browser.post("/unipost/webhook/", **late.django_client_kwargs())
+    assert answer.status_code == 200
+    second.refresh_from_db()
+    assert second.status == "pending"
+    assert sent.named("connect_session_completed") == []
+    # The user then denies the second attempt: it ends cancelled, as UniPost says.
+    go_back(browser, fake.deny(second.unipost_session_id or ""), django_capture_on_commit_callbacks)
+    second.refresh_from_db()
+    assert second.status == "cancelled"
+    assert ConnectedAccount.objects.count() == 1
+
+
+def test_the_webhook_of_the_attempt_itself_completes_it(
+    fake: FakeUniPost, user: Any, browser: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    first, second = first_connection_then_a_second_attempt(
+        fake, user, browser, django_capture_on_commit_callbacks, seconds_between=0
+    )
+    fake.approve(second.unipost_session_id or "")  # the user never comes back
+    own = fake.outbox[-1]
+    with record_signals() as sent, django_capture_on_commit_callbacks(execute=True):
+        answer = browser.post("/unipost/webhook/", **own.django_client_kwargs())
+    assert answer.json()["result"] == "applied"
+    second.refresh_from_db()
+    assert second.status == "completed"  # confirmed with UniPost: same second as its creation
+    assert len(sent.named("connect_session_completed")) == 1
+    assert second.managed_account_id == first.managed_account_id  # OAuth: the same account
+
+
+def test_when_unipost_cannot_confirm_the_session_is_left_pending_and_the_account_kept(
+    fake: FakeUniPost, user: Any, browser: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    session = start(user)
+    fake.approve(session.unipost_session_id or "")
+    fake.fail_next("get", 503, times=5)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = browser.post("/unipost/webhook/", **fake.outbox[-1].django_client_kwargs())
+    assert answer.status_code == 200
+    session.refresh_from_db()
+    assert session.status == "pending"  # the return or the reconcile command settles it
+    assert ConnectedAccount.objects.filter(user=user).count() == 1
+
+
+def test_an_event_older_than_the_session_never_completes_it(
+    fake: FakeUniPost, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    session = start(user)
+    stale = fake.webhook(
+        "account.connected",
+        {
+            "social_account_id": "sa_linkedin_old",
+            "platform": "linkedin",
+            "external_user_id": session.external_user_id,
+            "connection_type": "managed",
+        },
+    )
+    ConnectSession.objects.filter(pk=session.pk).update(status="cancelled")
+    fake.advance(seconds=10)  # a new attempt, made at UniPost after the event happened
+    newer = start(user)
+    with django_capture_on_commit_callbacks(execute=True):
+        Client().post("/unipost/webhook/", **stale.django_client_kwargs())
+    newer.refresh_from_db()
+    assert newer.status == "pending"
