@@ -62,7 +62,9 @@ def configure(tmp: str) -> str:
         # WAL with synchronous=NORMAL, as a production SQLite site would run: otherwise
         # every commit waits for two fsyncs and the bench measures this VM's disk.
         database = {
-            "ENGINE": "django.db.backends.sqlite3", "NAME": path, "TEST": {"NAME": path},
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            "TEST": {"NAME": path},
             "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
         }
         label = "SQLite file (WAL)"
@@ -137,8 +139,9 @@ def make_dataset(size: int, latency: float) -> Any:
         created = base + timedelta(milliseconds=i // 10)
         row = ConnectSession(user=user, platform="linkedin", external_user_id=f"u{i}", created_at=created)
         if kind != 3:  # kind 3 never reached UniPost and is past its deadline
-            body = json.dumps({"platform": "linkedin", "external_user_id": f"u{i}",
-                               "return_url": "https://site.bench/back"}).encode()
+            body = json.dumps(
+                {"platform": "linkedin", "external_user_id": f"u{i}", "return_url": "https://site.bench/back"}
+            ).encode()
             answer = json.loads(fake.handle("POST", "/v1/connect/sessions", headers=headers, body=body).body)
             remote = answer["data"]
             row.unipost_session_id = remote["id"]
@@ -176,8 +179,13 @@ def run_command(fake: Any, workers: int, traced: bool) -> dict[str, float]:
         started = time.perf_counter()
         with RssSampler() as sampler:
             call_command(
-                "unipost_connect_reconcile", "--older-than", "0", "--workers", str(workers),
-                stdout=out, stderr=out,
+                "unipost_connect_reconcile",
+                "--older-than",
+                "0",
+                "--workers",
+                str(workers),
+                stdout=out,
+                stderr=out,
             )
         wall = time.perf_counter() - started
         traced_peak = tracemalloc.get_traced_memory()[1] if traced else 0
@@ -223,10 +231,14 @@ def main() -> None:
         old_name = connection.settings_dict["NAME"]
         connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
         try:
-            print(f"reconcile bench on {label}, Python {sys.version.split()[0]}, "
-                  f"fake latency {args.latency * 1000:.0f} ms")
-            header = (f"{'sessions':>8} {'workers':>7} {'wall s':>8} {'per s':>8} "
-                      f"{'tracemalloc peak MB':>20} {'ru_maxrss delta MB':>19} {'RSS peak delta MB':>18}")
+            print(
+                f"reconcile bench on {label}, Python {sys.version.split()[0]}, "
+                f"fake latency {args.latency * 1000:.0f} ms"
+            )
+            header = (
+                f"{'sessions':>8} {'workers':>7} {'wall s':>8} {'per s':>8} "
+                f"{'tracemalloc peak MB':>20} {'ru_maxrss delta MB':>19} {'RSS peak delta MB':>18}"
+            )
             print(header)
             print("-" * len(header))
             results: dict[tuple[int, int], dict[str, float]] = {}
@@ -240,9 +252,11 @@ def main() -> None:
                     check_outcome(size)
                     result = {**plain, "traced_peak": traced["traced_peak"]}
                     results[(size, workers)] = result
-                    print(f"{size:>8} {workers:>7} {result['wall']:>8.2f} {size / result['wall']:>8.0f} "
-                          f"{mb(result['traced_peak']):>20} {mb(result['maxrss_delta']):>19} "
-                          f"{mb(result['rss_peak_delta']):>18}")
+                    print(
+                        f"{size:>8} {workers:>7} {result['wall']:>8.2f} {size / result['wall']:>8.0f} "
+                        f"{mb(result['traced_peak']):>20} {mb(result['maxrss_delta']):>19} "
+                        f"{mb(result['rss_peak_delta']):>18}"
+                    )
                 small, large = min(args.sizes), max(args.sizes)
                 a, b = results[(small, workers)], results[(large, workers)]
                 print(
