@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from tests.helpers import SignalLog, record_signals
 from unipost_connect.testing import FakeUniPost
 
 
@@ -50,3 +51,10 @@ def csrf_client(user: Any) -> Client:
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def sent() -> Iterator[SignalLog]:
+    """Every signal the app sends during the test, in order."""
+    with record_signals() as log:
+        yield log

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.test import Client
 
-from tests.test_webhooks import URL, SignalLog, go_back, record_signals, start
+from tests.helpers import URL, SignalLog, go_back, start
 from unipost_connect import services
 from unipost_connect.errors import AuthenticationError, ServerError, UniPostConnectionError
 from unipost_connect.models import ConnectedAccount, WebhookEvent
 from unipost_connect.testing import FakeUniPost, WebhookDelivery
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def sent() -> Iterator[SignalLog]:
-    with record_signals() as log:
-        yield log
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ PostgreSQL (run them with ``scripts/with-postgres``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tests.test_webhooks import SignalLog, record_signals, start
+from tests.helpers import SignalLog, start
 from unipost_connect import services
 from unipost_connect.client import RemoteSession
 from unipost_connect.models import ConnectedAccount, ConnectSession, WebhookEvent
@@ -62,12 +62,6 @@ def race(work: Callable[[int], Any], threads: int = THREADS) -> list[Any]:
     assert not any(thread.is_alive() for thread in pool), "a thread hung (deadlock?)"
     assert errors == [], errors
     return results
-
-
-@pytest.fixture
-def sent() -> Iterator[SignalLog]:
-    with record_signals() as log:
-        yield log
 
 
 def fresh(session: ConnectSession) -> ConnectSession:

@@ -16,7 +16,7 @@ from django.test import Client
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.test_webhooks import start
+from tests.helpers import start
 from unipost_connect.models import ConnectSession, WebhookEvent
 from unipost_connect.webhooks import (
     SIGNATURE_PREFIX,

@@ -3,7 +3,6 @@ sessions, reconciling against the fake, and signals only after commit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from tests.test_webhooks import SignalLog, record_signals, start
+from tests.helpers import SignalLog, start
 from unipost_connect import services
 from unipost_connect.client import RemoteSession
 from unipost_connect.errors import NotFoundError, UniPostResponseError
@@ -19,12 +18,6 @@ from unipost_connect.models import ConnectedAccount, ConnectSession, WebhookEven
 from unipost_connect.testing import FakeUniPost
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def sent() -> Iterator[SignalLog]:
-    with record_signals() as log:
-        yield log
 
 
 @pytest.fixture

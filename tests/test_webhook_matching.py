@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from tests.test_webhooks import go_back, record_signals, start
+from tests.helpers import go_back, record_signals, start
 from unipost_connect.models import ConnectedAccount, ConnectSession
 from unipost_connect.testing import FakeUniPost
 

@@ -3,70 +3,20 @@ and a database failure mid-apply."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from django.db import DatabaseError, connection
-from django.test import Client, RequestFactory
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from unipost_connect import services, signals
-from unipost_connect.models import ConnectedAccount, ConnectSession, WebhookEvent
+from tests.helpers import URL, SignalLog, go_back, start
+from unipost_connect import services
+from unipost_connect.models import ConnectedAccount, WebhookEvent
 from unipost_connect.testing import FakeUniPost, WebhookDelivery
 
 pytestmark = pytest.mark.django_db
-
-URL = "/unipost/webhook/"
-SIGNALS = (
-    "connect_session_completed",
-    "connect_session_ended_without_account",
-    "account_connected",
-    "account_disconnected",
-)
-
-
-class SignalLog:
-    """Every signal the app sent, in order, as (name, kwargs)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-
-    def record(self, name: str, kwargs: dict[str, Any]) -> None:
-        with self._lock:
-            self.calls.append((name, kwargs))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [kwargs for n, kwargs in self.calls if n == name]
-
-
-@contextmanager
-def record_signals() -> Iterator[SignalLog]:
-    """Record the app's four signals for the ``with`` block (safe across threads)."""
-    log = SignalLog()
-    receivers = []
-    for name in SIGNALS:
-
-        def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
-            log.record(_name, kwargs)
-
-        getattr(signals, name).connect(receiver, weak=False)
-        receivers.append((name, receiver))
-    try:
-        yield log
-    finally:
-        for name, receiver in receivers:
-            getattr(signals, name).disconnect(receiver)
-
-
-@pytest.fixture
-def sent() -> Iterator[SignalLog]:
-    with record_signals() as log:
-        yield log
 
 
 @pytest.fixture
@@ -78,17 +28,6 @@ def deliver(django_capture_on_commit_callbacks: Any) -> Callable[..., Any]:
             return (client or Client()).post(URL, **delivery.django_client_kwargs())
 
     return post
-
-
-def start(user: Any, platform: str = "linkedin") -> ConnectSession:
-    return services.start_session(user, platform, request=RequestFactory().get("/"))
-
-
-def go_back(client: Client, return_url: str | None, capture: Any) -> Any:
-    assert return_url is not None
-    parts = urlsplit(return_url)
-    with capture(execute=True):
-        return client.get(parts.path + "?" + parts.query)
 
 
 # -- idempotency ----------------------------------------------------------------------
