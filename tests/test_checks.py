@@ -248,7 +248,7 @@ def test_ids_are_unique_per_problem_and_all_tested():
     declared = _declared_ids()
     # E008 is raised from two branches (not importable / not callable): one problem.
     assert sorted(set(declared)) == [
-        *(f"unipost_connect.E{n:03d}" for n in range(1, 11)),
+        *(f"unipost_connect.E{n:03d}" for n in range(1, 12)),
         *(f"unipost_connect.W{n:03d}" for n in range(1, 4)),
     ]
     assert [i for i in declared if declared.count(i) > 1] == ["unipost_connect.E008"] * 2
@@ -295,3 +295,15 @@ def test_manage_py_check_in_a_fresh_process(tmp_path):
     assert result.returncode == 1
     assert "unipost_connect.E005" in result.stderr
     assert "unipost_connect.W001" in result.stderr
+
+
+# E011: a key no HTTP header can carry
+
+
+@pytest.mark.parametrize("key", ["up_live_abc\u200bdef", "up_live_é", "up_live_abc\x07"])
+def test_e011_a_key_no_header_can_carry(key):
+    assert ids(API_KEY=key) == ["unipost_connect.E011"]
+
+
+def test_e011_not_for_a_plain_key():
+    assert "unipost_connect.E011" not in ids(API_KEY="up_test_plain_ascii_key")

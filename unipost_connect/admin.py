@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
@@ -72,6 +74,10 @@ class SyncedAdmin(_SyncedAdminBase):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        # The owner by the site's own user model, not a hard-coded ``username``.
+        return (*user_search_fields(), *super().get_search_fields(request))
+
     def changeform_view(
         self,
         request: HttpRequest,
@@ -91,6 +97,21 @@ class SyncedAdmin(_SyncedAdminBase):
             "show_save_and_add_another": False,
         }
         return super().changeform_view(request, object_id, form_url, context)
+
+
+def user_search_fields() -> tuple[str, ...]:
+    """``user__<login field>`` and ``user__<email field>`` of whatever user model the site has."""
+    user_model = get_user_model()
+    names = [user_model.USERNAME_FIELD, user_model.get_email_field_name()]
+    return tuple(f"user__{name}" for name in dict.fromkeys(names) if _has_field(user_model, name))
+
+
+def _has_field(model: Any, name: str) -> bool:
+    try:
+        model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return False
+    return True
 
 
 def redact_state(url: str) -> str:
@@ -114,8 +135,6 @@ class ConnectSessionAdmin(SyncedAdmin):
     )
     list_filter = ("status", "platform", "created_at")
     search_fields = (
-        "user__username",
-        "user__email",
         "external_user_email",
         "external_user_id",
         "unipost_session_id",
@@ -197,8 +216,6 @@ class ConnectedAccountAdmin(SyncedAdmin):
     list_display = ("managed_account_id", "account_name", "user", "platform", "status_badge", "connected_at")
     list_filter = ("status", "platform", "connected_at")
     search_fields = (
-        "user__username",
-        "user__email",
         "external_user_id",
         "managed_account_id",
         "account_name",

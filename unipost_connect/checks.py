@@ -83,6 +83,15 @@ def _check_api_key(api_key: Any) -> list[CheckMessage]:
             )
         ]
     key = api_key.strip()
+    if not (key.isascii() and key.isprintable()):
+        # An HTTP header cannot carry it: every call to UniPost would fail.
+        return [
+            Error(
+                "UNIPOST_CONNECT['API_KEY'] contains characters that cannot be sent in an HTTP header.",
+                hint="Copy the key again: an invisible character (e.g. a zero-width space) came with it.",
+                id="unipost_connect.E011",
+            )
+        ]
     if not key.startswith(("up_live_", "up_test_")) or any(ch.isspace() for ch in key):
         # Never echo the key itself.
         return [

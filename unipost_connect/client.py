@@ -27,6 +27,7 @@ from urllib3.exceptions import NewConnectionError
 
 from . import __version__
 from .errors import (
+    AuthenticationError,
     UniPostConnectionError,
     UniPostError,
     UniPostResponseError,
@@ -36,6 +37,8 @@ from .errors import (
 logger = logging.getLogger("unipost_connect.client")
 
 USER_AGENT = f"unipost-connect/{__version__}"
+MAX_ID_LENGTH = 128
+MAX_URL_LENGTH = 2048
 DEFAULT_BASE_URL = "https://api.unipost.dev"
 
 
@@ -249,6 +252,23 @@ def parse_session(
             status=http_status,
             request_id=request_id,
         )
+    managed_account_id = _str(data.get("managed_account_id")) or _str(data.get("completed_social_account_id"))
+    # Bounds of the columns these land in: longer values are not UniPost's.
+    too_long = [
+        name
+        for name, value, limit in (
+            ("id", session_id, MAX_ID_LENGTH),
+            ("managed_account_id", managed_account_id, MAX_ID_LENGTH),
+            ("url", url, MAX_URL_LENGTH),
+        )
+        if len(value) > limit or "\x00" in value
+    ]
+    if too_long:
+        raise UniPostResponseError(
+            f"UniPost's session answer has an implausible {', '.join(too_long)}.",
+            status=http_status,
+            request_id=request_id,
+        )
     return RemoteSession(
         id=session_id,
         status=status,
@@ -258,8 +278,7 @@ def parse_session(
         expires_at=parse_datetime(data.get("expires_at")),
         created_at=parse_datetime(data.get("created_at")),
         completed_at=parse_datetime(data.get("completed_at")),
-        managed_account_id=_str(data.get("managed_account_id"))
-        or _str(data.get("completed_social_account_id")),
+        managed_account_id=managed_account_id,
         request_id=request_id,
         raw=data,
     )
@@ -323,6 +342,7 @@ class UniPostClient:
         max_retries: int = 2,
         retry_max_wait: float = 5.0,
         backoff: float = 0.25,
+        deadline: float = 15.0,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
@@ -332,6 +352,9 @@ class UniPostClient:
         self.max_retries = max(0, max_retries)
         self.retry_max_wait = retry_max_wait
         self.backoff = backoff
+        # No retry starts once this many seconds have passed since the first attempt,
+        # so a request never holds a web worker much longer than one attempt's timeouts.
+        self.deadline = deadline
         # By default the module's ``_sleep``, looked up at call time so tests can patch it.
         self._sleep = sleep
         self.http = session or requests.Session()
@@ -367,8 +390,11 @@ class UniPostClient:
             answer.body, request_id=answer.request_id, require_url=True, http_status=answer.status
         )
 
-    def get_session(self, session_id: str) -> RemoteSession:
-        answer = self._request("GET", f"/v1/connect/sessions/{quote(session_id, safe='')}")
+    def get_session(self, session_id: str, *, max_retries: int | None = None) -> RemoteSession:
+        """Read a session; ``max_retries`` overrides the client's (0 where time is short)."""
+        answer = self._request(
+            "GET", f"/v1/connect/sessions/{quote(session_id, safe='')}", max_retries=max_retries
+        )
         return parse_session(
             answer.body, request_id=answer.request_id, require_url=False, http_status=answer.status
         )
@@ -394,8 +420,11 @@ class UniPostClient:
         params: dict[str, str] | None = None,
         idempotent: bool = True,
         allow_empty: bool = False,
+        max_retries: int | None = None,
     ) -> _Answer:
         url = self.base_url + path
+        retries = self.max_retries if max_retries is None else max(0, max_retries)
+        first_started = time.monotonic()
         headers = {
             "Authorization": f"Bearer {self.api_key}",
             "User-Agent": USER_AGENT,
@@ -419,6 +448,15 @@ class UniPostClient:
                 )
                 # Read the whole body here so a reset mid-body is a connection error.
                 response.content  # noqa: B018
+            except UnicodeError:
+                # http.client could not encode a header: the key has characters (a pasted
+                # zero-width space, say) that no HTTP header can carry. ``from None``
+                # keeps the key, which the encoding error quotes, out of tracebacks.
+                raise AuthenticationError(
+                    "The API key contains characters that cannot be sent in an HTTP header; "
+                    "check UNIPOST_CONNECT['API_KEY'].",
+                    code="INVALID_API_KEY",
+                ) from None
             except requests.RequestException as exc:
                 error: UniPostError = UniPostConnectionError(
                     _describe_transport_error(exc),
@@ -454,10 +492,10 @@ class UniPostClient:
                     attempt,
                 )
                 may_retry = error.is_retriable and (idempotent or response.status_code == 429)
-            if not may_retry or attempt > self.max_retries:
+            if not may_retry or attempt > retries:
                 raise error
             wait = self._wait_before_retry(error, attempt)
-            if wait is None:
+            if wait is None or time.monotonic() - first_started + wait > self.deadline:
                 raise error
             (_sleep if self._sleep is None else self._sleep)(wait)
 

@@ -86,8 +86,12 @@ def start_session(
         raise UnknownPlatformError(f"{platform!r} is not an allowed platform.")
     profile_id = app_settings.PROFILE_ID or ""
     quickstart = app_settings.ALLOW_QUICKSTART_CREDS
+    # Before any row is written: a configuration error leaves nothing half-made.
+    client = client or get_client()
 
     reusable = _reusable_session(user, platform, profile_id, quickstart)
+    if reusable is not None:
+        reusable = _still_pending(reusable, client)
     if reusable is not None:
         if reusable.next_url != next_url:
             reusable.next_url = next_url
@@ -107,7 +111,6 @@ def start_session(
         allow_quickstart_creds=quickstart,
         next_url=next_url,
     )
-    client = client or get_client()
     try:
         remote = client.create_session(
             platform=platform,
@@ -120,6 +123,11 @@ def start_session(
     except UniPostError as exc:
         _record_error(session, exc, status=ConnectSession.Status.FAILED)
         logger.warning("Connect session %s failed to start: %s", session.pk, exc.code)
+        raise
+    except Exception as exc:
+        # Not UniPost's doing (a bug, say): still, no row is left pending without a url.
+        unexpected = UniPostError(f"Unexpected {type(exc).__name__} while starting.", code="INTERNAL_ERROR")
+        _record_error(session, unexpected, status=ConnectSession.Status.FAILED)
         raise
     session.unipost_session_id = remote.id
     session.url = remote.url
@@ -145,6 +153,16 @@ def _reusable_session(user: _User, platform: str, profile_id: str, quickstart: b
         .first()
     )
     return candidate if candidate is not None and candidate.is_reusable(min_remaining) else None
+
+
+def _still_pending(session: ConnectSession, client: UniPostClient) -> ConnectSession | None:
+    """``session`` if UniPost still has it pending: the user may have finished (or
+    refused) on the hosted page without coming back, and its link is then dead."""
+    try:
+        reconcile_session(session, client=client)
+    except UniPostError:
+        return None  # unsure: a fresh session is the safe choice
+    return session if session.is_pending else None
 
 
 def record_error(session: ConnectSession, exc: UniPostError) -> None:
@@ -184,7 +202,10 @@ def _record_error(
 
 def return_hint_fields(connect_status: str, reason: str) -> dict[str, str]:
     """What the browser's return URL claimed, for support; it decides nothing."""
-    return {"return_status": (connect_status or "")[:32], "return_reason": (reason or "")[:255]}
+    # NUL cannot be stored by PostgreSQL; the query string is anyone's to type.
+    connect_status = (connect_status or "").replace("\x00", "")
+    reason = (reason or "").replace("\x00", "")
+    return {"return_status": connect_status[:32], "return_reason": reason[:255]}
 
 
 def record_return_hint(session: ConnectSession, connect_status: str, reason: str) -> None:
@@ -424,7 +445,10 @@ def _insert_account_if_absent(managed_account_id: str, values: Mapping[str, Any]
         **values,
     )
     connection = connections[router.db_for_write(ConnectedAccount)]
-    if connection.vendor not in ("postgresql", "sqlite"):
+    # ON CONFLICT … RETURNING: PostgreSQL, and SQLite from 3.35 (Django 5.2 allows 3.31).
+    if connection.vendor not in ("postgresql", "sqlite") or not (
+        connection.features.can_return_columns_from_insert
+    ):
         with transaction.atomic():
             account, created = ConnectedAccount.objects.get_or_create(
                 managed_account_id=managed_account_id, defaults=dict(values)
@@ -606,7 +630,8 @@ def _surely_before(session: ConnectSession, at: datetime | None) -> bool:
 def _confirmed_by_unipost(session: ConnectSession, account_id: str) -> ConnectSession | None:
     """``session`` if UniPost reports it completed with ``account_id``, else None."""
     try:
-        remote = get_client().get_session(session.unipost_session_id or "")
+        # One attempt: the webhook must answer within UniPost's 5 seconds.
+        remote = get_client().get_session(session.unipost_session_id or "", max_retries=0)
     except UniPostError as exc:
         logger.warning(
             "Could not confirm connect session %s for a webhook (%s); leaving it to reconcile.",

@@ -55,8 +55,12 @@ logger = logging.getLogger("unipost_connect")
 
 def safe_next(request: HttpRequest, candidate: str | None) -> str:
     """``candidate`` if it is a safe place on this site to send the user, else ``""``."""
-    if candidate and url_has_allowed_host_and_scheme(
-        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    if (
+        candidate
+        and "\x00" not in candidate
+        and url_has_allowed_host_and_scheme(
+            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
     ):
         return candidate
     return ""
