@@ -363,7 +363,7 @@ def test_hosted_url_only_on_the_change_page_of_a_pending_session_with_its_state_
     fake.approve(done.unipost_session_id)
     services.reconcile_session(done)
     pending_page = admin_client.get(change(pending)).content.decode()
-    masked = f"/connect/linkedin?session={pending.unipost_session_id}&amp;state=…"
+    masked = f"/connect/linkedin?session={pending.unipost_session_id}&amp;state=[redacted]"
     assert masked in pending_page
     assert hosted_state(pending) not in pending_page
     other_pages = [

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
@@ -18,6 +16,7 @@ from django.utils.translation import ngettext
 from . import services
 from .errors import UniPostError
 from .models import ConnectedAccount, ConnectSession, WebhookEvent
+from .redaction import redact_state
 
 _BADGE_COLOURS = {
     "pending": ("#8a6d00", "#fff4c2"),
@@ -112,13 +111,6 @@ def _has_field(model: Any, name: str) -> bool:
     except FieldDoesNotExist:
         return False
     return True
-
-
-def redact_state(url: str) -> str:
-    """``url`` with its ``state`` query parameter replaced by a mask."""
-    parts = urlsplit(url)
-    query = re.sub(r"(^|&)state=[^&]*", r"\1state=…", parts.query)
-    return urlunsplit(parts._replace(query=query, fragment=""))
 
 
 @admin.register(ConnectSession)

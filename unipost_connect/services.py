@@ -711,10 +711,15 @@ def disconnect_account(account: ConnectedAccount, *, client: UniPostClient | Non
 # -- housekeeping ----------------------------------------------------------------
 
 
+def is_overdue(session: ConnectSession, *, grace: timedelta = timedelta(0)) -> bool:
+    """True once the session's deadline (plus ``grace``) has passed."""
+    deadline = session.expires_at or session.created_at + SESSION_LIFETIME
+    return timezone.now() > deadline + grace
+
+
 def expire_if_overdue(session: ConnectSession, *, grace: timedelta = timedelta(0)) -> bool:
     """Mark a pending session expired locally once its deadline (plus ``grace``) has passed."""
-    deadline = session.expires_at or session.created_at + SESSION_LIFETIME
-    if session.status == ConnectSession.Status.PENDING and timezone.now() > deadline + grace:
+    if session.status == ConnectSession.Status.PENDING and is_overdue(session, grace=grace):
         return end_session(session, ConnectSession.Status.EXPIRED)
     return False
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import re
 
-_STATE = re.compile(r"(?i)\b(state=)[^&\s\"']+")
+from unipost_connect.redaction import redact_state
 
 
 class RedactHostedState(logging.Filter):
@@ -17,9 +16,7 @@ class RedactHostedState(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args and isinstance(record.args, tuple):
-            record.args = tuple(
-                _STATE.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
-            )
+            record.args = tuple(redact_state(arg) if isinstance(arg, str) else arg for arg in record.args)
         elif isinstance(record.msg, str):
-            record.msg = _STATE.sub(r"\1[redacted]", record.msg)
+            record.msg = redact_state(record.msg)
         return True

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import signal
 import socket
 import socketserver
@@ -45,6 +44,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from ..redaction import redact_state
 from .fake import FakeUniPost, WebhookDelivery
 
 logger = logging.getLogger("unipost_connect.testing")
@@ -55,12 +55,10 @@ DELIVERY_ATTEMPTS = 3
 DELIVERY_TIMEOUT = 5.0
 DELIVERY_PAUSES = (1.0, 3.0)
 
-_STATE = re.compile(r"(?i)(state=)[^&\s\"']+")
-
 
 def redact(text: str) -> str:
     """``text`` with the hosted page's bearer ``state`` replaced, for logs."""
-    return _STATE.sub(r"\1[redacted]", text)
+    return redact_state(text)
 
 
 # -- webhook delivery (shared with unipost_connect.testing.live) --------------------

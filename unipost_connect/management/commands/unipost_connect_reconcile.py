@@ -278,10 +278,9 @@ class Command(BaseCommand):
 
     @staticmethod
     def _expire_if_overdue(session: ConnectSession, dry_run: bool) -> str:
-        deadline = session.expires_at or session.created_at + services.SESSION_LIFETIME
-        if timezone.now() <= deadline:
+        if not services.is_overdue(session):
             return "unchanged"
-        if dry_run or services.end_session(session, ConnectSession.Status.EXPIRED):
+        if dry_run or services.expire_if_overdue(session):
             return "expired"
         return "unchanged"
 
