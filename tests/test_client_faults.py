@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import requests
 import responses
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
+from tests.faults import body_reset_after, refused, reset_after_headers
 from unipost_connect.client import UniPostClient
 from unipost_connect.errors import (
     RateLimitedError,
@@ -49,38 +49,8 @@ def create(client: UniPostClient) -> Any:
     return client.create_session(platform="linkedin", external_user_id="42")
 
 
-def refused(url: str = SESSIONS) -> requests.ConnectionError:
-    """What requests raises when the TCP connection is refused: nothing was sent."""
-    reason = NewConnectionError(None, "Failed to establish a new connection: [Errno 111] Connection refused")  # type: ignore[arg-type]
-    return requests.ConnectionError(MaxRetryError(None, url, reason))  # type: ignore[arg-type]
-
-
-def reset_after_headers() -> requests.ConnectionError:
-    """A reset once the request was written: the server may have acted on it."""
-    reason = ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer"))
-    return requests.ConnectionError(reason)
-
-
-class _ResetMidBody(io.RawIOBase):
-    """A body that sends a first chunk, then the peer resets the connection."""
-
-    def __init__(self, first: bytes) -> None:
-        self.first: bytes | None = first
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.first is None:
-            raise ConnectionResetError(104, "Connection reset by peer")
-        n = len(self.first)
-        buffer[:n] = self.first
-        self.first = None
-        return n
-
-
 def body_reset_mid_way() -> io.BufferedReader:
-    return io.BufferedReader(_ResetMidBody(b'{"data": {"id": "cs_1", "status": "pen'))
+    return body_reset_after(b'{"data": {"id": "cs_1", "status": "pen')
 
 
 # -- GET: retried on transient faults -----------------------------------------------------------------

@@ -24,8 +24,8 @@ from django.core.management import call_command
 from django.test import Client, TestCase
 from django.urls import reverse
 from django.utils import timezone
-from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from tests.faults import body_reset_after, refused
 from unipost_connect.client import get_client
 from unipost_connect.management.commands import unipost_connect_reconcile as command_module
 from unipost_connect.models import ConnectSession
@@ -48,34 +48,10 @@ Session = dict[str, Any]
 BodyFor = Callable[[Session], Any]  # the remote session as UniPost would send it -> the body sent
 
 
-def refused() -> requests.ConnectionError:
-    """What requests raises when the TCP connection is refused: nothing was sent."""
-    reason = NewConnectionError(None, "Failed to establish a new connection: [Errno 111] Connection refused")  # type: ignore[arg-type]
-    return requests.ConnectionError(MaxRetryError(None, "https://api.unipost.test", reason))  # type: ignore[arg-type]
-
-
-class _ResetMidBody(io.RawIOBase):
-    """A body whose first chunk arrives, then the peer resets the connection."""
-
-    def __init__(self, first: bytes) -> None:
-        self.first: bytes | None = first
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.first is None:
-            raise ConnectionResetError(104, "Connection reset by peer")
-        n = len(self.first)
-        buffer[:n] = self.first
-        self.first = None
-        return n
-
-
 def reset_mid_body(session: Session) -> io.BufferedReader:
     # A stream, not bytes: responses serves it as the body, so the reset happens while
     # the client reads the answer (after the status line and headers came).
-    return io.BufferedReader(_ResetMidBody(json.dumps({"data": session}).encode()[:25]))
+    return body_reset_after(json.dumps({"data": session}).encode()[:25])
 
 
 def enveloped(change: Callable[[Session], Any]) -> BodyFor:
