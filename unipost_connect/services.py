@@ -708,6 +708,32 @@ def disconnect_account(account: ConnectedAccount, *, client: UniPostClient | Non
     return mark_disconnected(account)
 
 
+def sync_account_statuses(external_user_id: str, *, client: UniPostClient | None = None) -> int:
+    """Copy UniPost's ``active`` / ``reconnect_required`` onto the user's local accounts.
+
+    Only those two statuses are trusted from the list: an account missing from it is
+    left as it is (``account.disconnected`` webhooks report disconnections). Returns how
+    many rows changed. Raises :class:`~unipost_connect.errors.UniPostError`.
+    """
+    remote = (client or get_client()).list_accounts(external_user_id=external_user_id)
+    wanted = {
+        account.id: account.status
+        for account in remote
+        if account.status in (ConnectedAccount.Status.ACTIVE, ConnectedAccount.Status.RECONNECT_REQUIRED)
+    }
+    changed = 0
+    local = ConnectedAccount.objects.filter(
+        external_user_id=external_user_id, managed_account_id__in=list(wanted)
+    ).exclude(status=ConnectedAccount.Status.DISCONNECTED)
+    for account in local:
+        status = wanted[account.managed_account_id]
+        if account.status != status:
+            changed += ConnectedAccount.objects.filter(pk=account.pk, status=account.status).update(
+                status=status, updated_at=timezone.now()
+            )
+    return changed
+
+
 # -- housekeeping ----------------------------------------------------------------
 
 

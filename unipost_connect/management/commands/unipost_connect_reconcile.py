@@ -25,10 +25,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ... import services
-from ...client import RemoteSession, UniPostClient
+from ...client import RemoteSession, UniPostClient, get_client
 from ...conf import app_settings
 from ...errors import NotFoundError, RateLimitedError, UniPostError
-from ...models import ConnectSession
+from ...models import ConnectedAccount, ConnectSession
 
 # A Retry-After longer than this is not slept through in one go.
 MAX_RATE_LIMIT_WAIT = 60.0
@@ -91,6 +91,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="Ask UniPost and report, but change nothing."
         )
+        parser.add_argument(
+            "--sync-accounts",
+            action="store_true",
+            help="Also copy each connected account's status (active / reconnect required) from UniPost.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         limit: int | None = options["limit"]
@@ -143,6 +148,30 @@ class Command(BaseCommand):
             self.stderr.write(f"{stopped_early}.")
         verb = "Would reconcile" if dry_run else "Reconciled"
         self.stdout.write(self.style.SUCCESS(f"{prefix}{verb}: {summary}."))
+        if options["sync_accounts"] and not dry_run:
+            self._sync_accounts()
+
+    def _sync_accounts(self) -> None:
+        """One ``GET /v1/accounts`` per end user who has a live account here."""
+        users = (
+            ConnectedAccount.objects.exclude(status=ConnectedAccount.Status.DISCONNECTED)
+            .exclude(external_user_id="")
+            .values_list("external_user_id", flat=True)
+            .distinct()
+            .order_by("external_user_id")
+        )
+        client = get_client()
+        changed = errors = 0
+        for external_user_id in users.iterator(chunk_size=500):
+            try:
+                changed += services.sync_account_statuses(external_user_id, client=client)
+            except UniPostError as exc:
+                errors += 1
+                self.stderr.write(
+                    f"accounts of external user {external_user_id}: {exc.code} "
+                    f"(request_id={exc.request_id or '-'})"
+                )
+        self.stdout.write(f"Accounts: {changed} status changes, {errors} errors.")
 
     # -- reading ---------------------------------------------------------------------
 
