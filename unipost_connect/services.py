@@ -210,7 +210,10 @@ def return_hint_fields(connect_status: str, reason: str) -> dict[str, str]:
 
 def record_return_hint(session: ConnectSession, connect_status: str, reason: str) -> None:
     """Store the return URL's claim on its own (``reconcile_session(hint=…)`` does it for free)."""
-    fields = return_hint_fields(connect_status, reason)
+    _store_fields(session, return_hint_fields(connect_status, reason))
+
+
+def _store_fields(session: ConnectSession, fields: Mapping[str, Any]) -> None:
     ConnectSession.objects.filter(pk=session.pk).update(**fields)
     _set(session, fields)
 
@@ -231,7 +234,7 @@ def reconcile_session(
     extra = return_hint_fields(*hint) if hint is not None else {}
     if not session.unipost_session_id:
         if extra:
-            record_return_hint(session, *hint)  # type: ignore[misc]
+            _store_fields(session, extra)
         return session
     client = client or get_client()
     try:
@@ -243,7 +246,7 @@ def reconcile_session(
         _record_error(session, exc, extra_fields=extra)
         raise
     if extra and not changed:
-        record_return_hint(session, *hint)  # type: ignore[misc]
+        _store_fields(session, extra)
     return session
 
 
