@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -502,8 +503,6 @@ def apply_webhook_payload(
     rolls back (nothing half-applied), so UniPost's retry starts clean.
     """
     if raw_body is None:
-        import json
-
         raw_body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     key = webhook_event_key(payload, raw_body)
     event_type = str(payload.get("event") or "")[:64]
