@@ -19,156 +19,30 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
 
+from tests.example_site import EXAMPLE_PROJECT, Site, free_port, site_env, start_site, wait_until
 from unipost_connect.testing import FakeUniPost
 from unipost_connect.testing.server import FakeUniPostServer
-
-_real_sleep = time.sleep  # tests/conftest.py makes time.sleep a no-op during tests
 
 pytestmark = pytest.mark.e2e  # real processes: run once, not in the version matrix
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_PROJECT = REPO / "example_project"
 CONNECTIONS = "/unipost/connections/"
-# Inherited settings that must not leak into the example project from the caller.
-_SCRUB = (
-    "DJANGO_SETTINGS_MODULE",
-    "DATABASE_URL",
-    "SECRET_KEY",
-    "DEBUG",
-    "ALLOWED_HOSTS",
-    "CSRF_TRUSTED_ORIGINS",
-    "ENV_FILE",
-)
 
 
 # -- processes --------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result or time.monotonic() > deadline:
-            return result
-        _real_sleep(interval)
-
-
-@dataclass
-class Site:
-    """The example project running under ``runserver``."""
-
-    base_url: str
-    log_path: Path
-    process: subprocess.Popen[bytes]
-    secrets: list[str] = field(default_factory=list)  # must never appear in the log
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
-
-
-def _database_url(tmp: Path, finalizers: list[Callable[[], None]]) -> str:
-    """A fresh database for one example project: SQLite, or PostgreSQL when configured."""
-    server_url = os.environ.get("DATABASE_URL", "")
-    if not server_url.startswith("postgres"):
-        return f"sqlite:///{tmp / 'db.sqlite3'}"
-    import psycopg
-
-    name = "unipost_example_" + secrets.token_hex(4)
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    finalizers.append(drop)
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
-def _site_env(tmp: Path, port: int, database_url: str, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith("UNIPOST_")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="demo.settings",
-        ENV_FILE=str(tmp / "absent.env"),  # a developer's example_project/.env stays out of it
-        DATABASE_URL=database_url,
-        UNIPOST_DEMO_ADDR=f"127.0.0.1:{port}",
-        UNIPOST_FAKE_WEBHOOK_DELAY="0.2",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-def _start_site(
-    tmp: Path, port: int, extra_env: dict[str, str], finalizers: list[Callable[[], None]]
-) -> Site:
-    env = _site_env(tmp, port, _database_url(tmp, finalizers), extra_env)
-    log_path = tmp / "site.log"
-    log = open(log_path, "ab")
-    finalizers.append(log.close)
-    manage = [sys.executable, "manage.py"]
-    for command in (["migrate", "--noinput", "-v", "0"], ["demo_setup"]):
-        done = subprocess.run(
-            manage + command, cwd=EXAMPLE_PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=120
-        )
-        assert done.returncode == 0, f"manage.py {command[0]} failed:\n{log_path.read_text()}"
-    process = subprocess.Popen(
-        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
-        cwd=EXAMPLE_PROJECT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-    def stop() -> None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-    finalizers.append(stop)
-    site = Site(f"http://127.0.0.1:{port}", log_path, process)
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"runserver exited with {process.returncode}:\n{site.tail()}")
-        try:
-            return requests.get(site.base_url + "/login/", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    if not _wait_until(answers, timeout=20):
-        pytest.fail(f"runserver did not answer on {site.base_url} within 20 s:\n{site.tail()}")
-    return site
 
 
 @pytest.fixture(scope="module")
@@ -346,9 +220,9 @@ DJANGO_SECRET = "django-secret-" + secrets.token_hex(16)
 @pytest.fixture(scope="module")
 def embedded_site(tmp_path_factory: pytest.TempPathFactory, finalizers: list[Callable[[], None]]) -> Site:
     tmp = tmp_path_factory.mktemp("embedded")
-    site = _start_site(
+    site = start_site(
         tmp,
-        _free_port(),
+        free_port(),
         {
             "UNIPOST_API_KEY": EMBEDDED_KEY,
             "UNIPOST_WEBHOOK_SECRET": EMBEDDED_SECRET,
@@ -419,7 +293,7 @@ def test_approve_connects_the_account(demo: Browser, embedded_site: Site, embedd
         demo.open("/admin/unipost_connect/webhookevent/")
         return "account.connected" in demo.text
 
-    assert _wait_until(webhook_stored, timeout=10), "the embedded fake's webhook never arrived"
+    assert wait_until(webhook_stored, timeout=10), "the embedded fake's webhook never arrived"
     demo.open(CONNECTIONS)
     [account] = [row for row in demo.accounts() if row[1] == "LinkedIn"]
     # Only the webhook carries the account's name (a session read does not).
@@ -462,7 +336,7 @@ def test_approve_without_returning_arrives_by_webhook(
         demo.open(CONNECTIONS)
         return "YouTube" in [row[1] for row in demo.accounts()]
 
-    assert _wait_until(youtube_listed, timeout=10, interval=0.2), "the webhook never connected YouTube"
+    assert wait_until(youtube_listed, timeout=10, interval=0.2), "the webhook never connected YouTube"
     assert ("completed", "YouTube") in demo.sessions()
     assert demo.messages() == []  # no return, so no message: the page simply shows it
 
@@ -524,14 +398,14 @@ class Standalone:
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory: pytest.TempPathFactory, finalizers: list[Callable[[], None]]) -> Standalone:
     tmp = tmp_path_factory.mktemp("standalone")
-    port = _free_port()
+    port = free_port()
     fake = FakeUniPost(api_key=REAL_KEY, webhook_secret=REAL_SECRET)
     server = FakeUniPostServer(
         fake, "127.0.0.1", 0, webhook_url=f"http://127.0.0.1:{port}/unipost/webhook/", webhook_delay=0.1
     ).start()
     finalizers.append(server.stop)
     django_secret = "django-secret-" + secrets.token_hex(16)
-    site = _start_site(
+    site = start_site(
         tmp,
         port,
         {
@@ -604,7 +478,7 @@ def test_standalone_site_log_keeps_secrets(standalone: Standalone) -> None:
 
 
 def _settings_of(tmp: Path, env_file: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = _site_env(tmp, 8000, f"sqlite:///{tmp / 'unused.sqlite3'}", {})
+    environment = site_env(tmp, 8000, f"sqlite:///{tmp / 'unused.sqlite3'}", {})
     environment.pop("DATABASE_URL")
     environment.update(ENV_FILE=env_file, **env)
     code = (

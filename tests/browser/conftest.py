@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.example_site import free_port, start_site
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_PROJECT = REPO_ROOT / "example_project"
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
 DEFAULT_BROWSER = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -38,19 +33,6 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 DEMO_USER = ("demo", "demo")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @pytest.fixture(scope="module")
@@ -70,69 +52,16 @@ def browser_executable() -> str:
 def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The example project under ``runserver`` on a free port; yields its base URL.
 
-    Migrated and seeded (``demo_setup``) into a fresh SQLite file; the fake UniPost's
-    webhooks arrive 0.2 s after approval. The server is killed in the finalizer.
+    Migrated and seeded (``demo_setup``) into a fresh database; the fake UniPost's
+    webhooks arrive 0.2 s after approval. The server is stopped in the finalizer.
     """
-    workdir = tmp_path_factory.mktemp("example_project")
-    port = _free_port()
-    addr = f"127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "UNIPOST_DEMO_ADDR": addr,
-        "UNIPOST_FAKE_WEBHOOK_DELAY": "0.2",
-        "DEBUG": "true",
-        "PYTHONUNBUFFERED": "1",
-    }
-    for name in (
-        "DJANGO_SETTINGS_MODULE",
-        "UNIPOST_API_BASE_URL",
-        "UNIPOST_API_KEY",
-        "UNIPOST_WEBHOOK_SECRET",
-        "UNIPOST_PROFILE_ID",
-        "ALLOWED_HOSTS",
-    ):
-        env.pop(name, None)
-    manage = [sys.executable, "manage.py"]
-    for command in (["migrate", "--noinput", "-v", "0"], ["demo_setup"]):
-        done = subprocess.run(
-            [*manage, *command], cwd=EXAMPLE_PROJECT, env=env, capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, f"manage.py {' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
-
-    log_path = workdir / "runserver.log"
-    log = open(log_path, "wb")  # closed in the finalizer
-    server = subprocess.Popen(
-        [*manage, "runserver", "--noreload", addr],
-        cwd=EXAMPLE_PROJECT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://{addr}"
+    finalizers: list[Callable[[], None]] = []
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"runserver exited with {server.returncode}:\n{_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(base_url + "/login/", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"runserver did not answer on {base_url} within 20 s:\n{_tail(log_path)}")
-            time.sleep(0.1)
-        yield base_url
+        site = start_site(tmp_path_factory.mktemp("example_project"), free_port(), {}, finalizers)
+        yield site.base_url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=5)
-        log.close()
+        for finalize in reversed(finalizers):
+            finalize()
 
 
 @pytest.fixture(scope="module")
