@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -73,16 +72,6 @@ class ConnectSession(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.status == self.Status.PENDING
-
-    def is_reusable(self, min_remaining: int) -> bool:
-        """A pending session with a hosted url and at least ``min_remaining`` seconds left."""
-        return bool(
-            self.status == self.Status.PENDING
-            and self.url
-            and self.unipost_session_id
-            and self.expires_at
-            and self.expires_at - timezone.now() >= timedelta(seconds=min_remaining)
-        )
 
 
 class ConnectedAccount(models.Model):

@@ -139,8 +139,9 @@ def start_session(
 
 
 def _reusable_session(user: _User, platform: str, profile_id: str, quickstart: bool) -> ConnectSession | None:
+    """The user's newest pending session for the same target with enough time left."""
     min_remaining = app_settings.REUSE_MIN_REMAINING
-    candidate = (
+    return (
         ConnectSession.objects.filter(
             user=user,
             platform=platform,
@@ -150,10 +151,10 @@ def _reusable_session(user: _User, platform: str, profile_id: str, quickstart: b
             expires_at__gte=timezone.now() + timedelta(seconds=min_remaining),
         )
         .exclude(url="")
+        .exclude(unipost_session_id=None)
         .order_by("-created_at")
         .first()
     )
-    return candidate if candidate is not None and candidate.is_reusable(min_remaining) else None
 
 
 def _still_pending(session: ConnectSession, client: UniPostClient) -> ConnectSession | None:

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..conf import ALL_PLATFORMS, PLATFORM_LABELS
-from ..webhooks import compute_signature
+from ..webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, compute_signature
 
 SESSION_LIFETIME = timedelta(minutes=30)
 OAUTH_FREE_PLATFORMS = {"bluesky"}  # app passwords: no platform credentials involved
@@ -141,11 +141,11 @@ def build_webhook(
     payload["data"] = dict(data)
     body = json.dumps(payload).encode()
     headers = {
-        "X-UniPost-Signature": compute_signature(body, secret),
-        "X-UniPost-Event": event,
+        SIGNATURE_HEADER: compute_signature(body, secret),
+        EVENT_HEADER: event,
     }
     if delivery_id:
-        headers["X-UniPost-Delivery"] = delivery_id
+        headers[DELIVERY_HEADER] = delivery_id
     return WebhookDelivery(event=event, body=body, headers=headers)
 
 
