@@ -474,6 +474,27 @@ def test_timeouts_are_passed_to_every_request() -> None:
         assert timeouts == [(1.5, 7.0), (1.5, 7.0)]
 
 
+def test_get_session_timeout_overrides_the_clients_for_that_call_only() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", json=envelope(CREATED))
+        client = make_client(timeout=(1.5, 7.0))
+        client.get_session("cs_1", timeout=(0.5, 1.0))
+        client.get_session("cs_1")
+        timeouts = [getattr(call.request, "req_kwargs")["timeout"] for call in rsps.calls]  # noqa: B009
+    assert timeouts == [(0.5, 1.0), (1.5, 7.0)]
+    assert client.timeout == (1.5, 7.0)
+
+
+def test_get_session_timeout_applies_to_its_retries() -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", status=503)
+        rsps.get(f"{SESSIONS}/cs_1", json=envelope(CREATED))
+        remote = make_client(timeout=(1.5, 7.0)).get_session("cs_1", timeout=(0.2, 0.4), max_retries=1)
+        timeouts = [getattr(call.request, "req_kwargs")["timeout"] for call in rsps.calls]  # noqa: B009
+    assert remote.id == CREATED["id"]
+    assert timeouts == [(0.2, 0.4), (0.2, 0.4)]
+
+
 def test_repr_hides_the_key() -> None:
     client = UniPostClient("up_live_supersecretvalue", BASE)
     assert "supersecret" not in repr(client)

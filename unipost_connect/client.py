@@ -390,10 +390,23 @@ class UniPostClient:
             answer.body, request_id=answer.request_id, require_url=True, http_status=answer.status
         )
 
-    def get_session(self, session_id: str, *, max_retries: int | None = None) -> RemoteSession:
-        """Read a session; ``max_retries`` overrides the client's (0 where time is short)."""
+    def get_session(
+        self,
+        session_id: str,
+        *,
+        max_retries: int | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> RemoteSession:
+        """Read a session.
+
+        ``max_retries`` and ``timeout`` (``(connect, read)`` seconds) override the
+        client's for this call only, for callers whose time is short (a web request).
+        """
         answer = self._request(
-            "GET", f"/v1/connect/sessions/{quote(session_id, safe='')}", max_retries=max_retries
+            "GET",
+            f"/v1/connect/sessions/{quote(session_id, safe='')}",
+            max_retries=max_retries,
+            timeout=timeout,
         )
         return parse_session(
             answer.body, request_id=answer.request_id, require_url=False, http_status=answer.status
@@ -421,9 +434,11 @@ class UniPostClient:
         idempotent: bool = True,
         allow_empty: bool = False,
         max_retries: int | None = None,
+        timeout: tuple[float, float] | None = None,
     ) -> _Answer:
         url = self.base_url + path
         retries = self.max_retries if max_retries is None else max(0, max_retries)
+        timeouts = self.timeout if timeout is None else timeout
         first_started = time.monotonic()
         headers = {
             "Authorization": f"Bearer {self.api_key}",
@@ -443,7 +458,7 @@ class UniPostClient:
                     json=json,
                     params=params,
                     headers=headers,
-                    timeout=self.timeout,
+                    timeout=timeouts,
                     allow_redirects=False,
                 )
                 # Read the whole body here so a reset mid-body is a connection error.
