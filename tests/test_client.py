@@ -16,6 +16,7 @@ from unipost_connect import __version__
 from unipost_connect.client import RemoteSession, UniPostClient, get_client
 from unipost_connect.errors import (
     AuthenticationError,
+    EndpointNotFoundError,
     NotFoundError,
     PlanLimitError,
     RateLimitedError,
@@ -87,8 +88,7 @@ def test_create_with_data_envelope(fake: FakeUniPost) -> None:
         return_url="https://site.test/back/1/",
         profile_id="pr_default",
     )
-    stored = fake.sessions[remote.id]
-    assert remote.id.startswith("cs_")
+    stored = fake.sessions[remote.id]  # the id UniPost gave, whatever its shape
     assert remote.status == "pending"
     assert remote.platform == "linkedin"
     assert remote.external_user_id == "42"
@@ -97,7 +97,7 @@ def test_create_with_data_envelope(fake: FakeUniPost) -> None:
     assert remote.expires_at is not None and remote.created_at is not None
     assert (remote.expires_at - remote.created_at).total_seconds() == 30 * 60
     assert remote.expires_at.tzinfo is not None
-    assert remote.request_id.startswith("req_")
+    assert remote.request_id  # ids have no promised prefix (UUIDs on the live server)
     assert stored.external_user_email == "alex@example.com"
     assert stored.return_url == "https://site.test/back/1/"
     assert stored.profile_id == "pr_default"
@@ -125,7 +125,7 @@ def test_create_and_get_without_data_envelope() -> None:
         read = client.get_session(created.id)
     assert created.status == "pending"
     # Without an envelope there is no request_id in the body: the header gives it.
-    assert created.request_id.startswith("req_")
+    assert created.request_id
     assert read.status == "completed"
     assert read.managed_account_id == fake.sessions[created.id].managed_account_id
 
@@ -369,7 +369,7 @@ def test_fake_injected_errors_map_the_same_way(
     with pytest.raises(cls) as info:
         create(make_client(max_retries=0))
     assert (info.value.status, info.value.code, info.value.message) == (status, code, "injected")
-    assert info.value.request_id.startswith("req_")
+    assert info.value.request_id
 
 
 def test_wrong_key_against_the_fake_is_an_authentication_error(fake: FakeUniPost) -> None:
@@ -385,6 +385,97 @@ def test_unknown_session_is_not_found(fake: FakeUniPost) -> None:
         make_client().get_session("cs_nope")
     assert info.value.status == 404
     assert info.value.normalized_code == "not_found"
+
+
+# What answers a 404 that UniPost's API did not write: the live server's router for an
+# unknown route ("404 page not found", text/plain), a web server or proxy page, nothing.
+ROUTE_404_BODIES = [
+    pytest.param(b"404 page not found", "text/plain; charset=utf-8", id="router-text"),
+    pytest.param(b"<html><body><h1>404 Not Found</h1></body></html>", "text/html", id="html"),
+    pytest.param(b"", "text/plain", id="empty"),
+    pytest.param(b'{"message": "Not Found"}', "application/json", id="json-without-envelope"),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type"), ROUTE_404_BODIES)
+def test_404_without_the_error_envelope_is_a_wrong_endpoint_not_a_missing_session(
+    body: bytes, content_type: str
+) -> None:
+    with responses.RequestsMock() as rsps:
+        rsps.get(
+            f"{SESSIONS}/cs_1",
+            body=body,
+            status=404,
+            content_type=content_type,
+            headers={"X-Request-Id": "req_route"},
+        )
+        with pytest.raises(EndpointNotFoundError) as info:
+            make_client(max_retries=2).get_session("cs_1")
+        assert len(rsps.calls) == 1  # a configuration error: retrying cannot help
+    error = info.value
+    assert isinstance(error, UniPostError)
+    assert not isinstance(error, NotFoundError)
+    assert not error.is_retriable
+    assert error.status == 404
+    assert error.code == "ENDPOINT_NOT_FOUND"
+    assert error.normalized_code == "endpoint_not_found"
+    assert error.request_id == "req_route"
+    # Tells the site owner what to fix, and where the client was looking.
+    assert "UNIPOST_CONNECT['API_BASE_URL']" in error.message
+    assert f"{SESSIONS}/cs_1" in error.message
+
+
+def _plain_404(rsps: responses.RequestsMock, method: str, url: str) -> None:
+    rsps.add(method, url, body="404 page not found", status=404, content_type="text/plain")
+
+
+def test_every_endpoint_maps_a_plain_404_to_the_wrong_endpoint_error() -> None:
+    client = make_client()
+    with responses.RequestsMock() as rsps:
+        _plain_404(rsps, responses.POST, SESSIONS)
+        _plain_404(rsps, responses.GET, f"{BASE}/v1/accounts")
+        _plain_404(rsps, responses.DELETE, f"{BASE}/v1/accounts/sa_1")
+        with pytest.raises(EndpointNotFoundError):
+            create(client)
+        with pytest.raises(EndpointNotFoundError):
+            client.list_accounts(external_user_id="42")
+        with pytest.raises(EndpointNotFoundError):
+            client.delete_account("sa_1")
+
+
+def test_wrong_endpoint_message_leaves_out_the_query_string() -> None:
+    with responses.RequestsMock() as rsps:
+        _plain_404(rsps, responses.GET, f"{BASE}/v1/accounts")
+        with pytest.raises(EndpointNotFoundError) as info:
+            make_client().list_accounts(external_user_id="alex@example.com")
+    # The end user's id is not the site owner's business in a configuration message.
+    assert f"{BASE}/v1/accounts" in info.value.message
+    assert "alex" not in info.value.message and "external_user_id" not in info.value.message
+
+
+def test_json_not_found_envelope_stays_not_found() -> None:
+    body = error_body("NOT_FOUND", "Connect session not found", None)
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", json=body, status=404, headers={"X-Request-Id": "req_nf"})
+        with pytest.raises(NotFoundError) as info:
+            make_client().get_session("cs_1")
+    assert not isinstance(info.value, EndpointNotFoundError)
+    assert (info.value.code, info.value.request_id) == ("NOT_FOUND", "req_nf")
+
+
+def test_authentication_layer_401_gets_its_request_id_from_the_header() -> None:
+    # The live server's auth layer answers only {"error": {"code", "message"}}.
+    request_id = "5f0c8a52-3a8e-4f43-9d0e-7b1c2a6e9f10"
+    body = {"error": {"code": "UNAUTHORIZED", "message": "Missing or invalid API key"}}
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/cs_1", json=body, status=401, headers={"X-Request-Id": request_id})
+        with pytest.raises(AuthenticationError) as info:
+            make_client().get_session("cs_1")
+    error = info.value
+    assert (error.status, error.code, error.normalized_code) == (401, "UNAUTHORIZED", "unauthorized")
+    assert error.request_id == request_id
+    assert error.message == "Missing or invalid API key"
+    assert request_id in str(error)
 
 
 NON_JSON_BODIES = [
@@ -570,16 +661,54 @@ def test_list_and_delete_accounts(fake: FakeUniPost) -> None:
         (fake.sessions[remote.id].managed_account_id, "linkedin", "Example Co", "active", "managed")
     ]
     assert client.list_accounts(external_user_id="someone-else") == []
-    assert client.delete_account(accounts[0].id).startswith("req_")
+    assert client.delete_account(accounts[0].id)  # the request id
     assert client.list_accounts(external_user_id="7") == []
+    # A repeated DELETE answers 200 again (CONTRACT.md): disconnecting is idempotent.
+    assert client.delete_account(accounts[0].id)
     with pytest.raises(NotFoundError):
-        client.delete_account(accounts[0].id)
+        client.delete_account("never-existed")
 
 
 def test_delete_accepts_an_empty_answer() -> None:
     with responses.RequestsMock() as rsps:
         rsps.delete(f"{BASE}/v1/accounts/sa_1", status=204, headers={"X-Request-Id": "req_del"})
         assert make_client().delete_account("sa_1") == "req_del"
+
+
+def test_delete_accepts_the_live_servers_answer() -> None:
+    request_id = "0b7e3c1d-9a4f-4e26-8c5b-2f6d1e8a7b90"
+    body = {"data": {"disconnected": True}, "request_id": request_id}
+    with responses.RequestsMock() as rsps:
+        rsps.delete(f"{BASE}/v1/accounts/sa_1", json=body, headers={"X-Request-Id": "req_hdr"})
+        assert make_client().delete_account("sa_1") == request_id
+
+
+def test_delete_answer_saying_not_disconnected_is_refused() -> None:
+    # "Mark only what UniPost confirmed": an explicit false is no confirmation.
+    with responses.RequestsMock() as rsps:
+        rsps.delete(
+            f"{BASE}/v1/accounts/sa_1", json={"data": {"disconnected": False}}, headers={"X-Request-Id": "r"}
+        )
+        with pytest.raises(UniPostResponseError) as info:
+            make_client().delete_account("sa_1")
+    assert info.value.status == 200
+    assert info.value.request_id == "r"
+    assert not info.value.is_retriable
+
+
+def test_uuid_ids_are_used_as_given() -> None:
+    session_id = "3d9f2b6e-1c4a-4f8e-9b2d-7a6c5e4f3b21"
+    account_id = "8c1e4a7f-2b9d-4e6c-a3f5-1d7b9e2c4a68"
+    data = {**COMPLETED, "id": session_id, "managed_account_id": account_id}
+    data["completed_social_account_id"] = account_id
+    with responses.RequestsMock() as rsps:
+        rsps.get(f"{SESSIONS}/{session_id}", json=envelope(data, "a1b2c3d4-0000-4000-8000-000000000001"))
+        rsps.delete(f"{BASE}/v1/accounts/{account_id}", json={"data": {"disconnected": True}})
+        client = make_client()
+        remote = client.get_session(session_id)
+        client.delete_account(remote.managed_account_id)
+    assert (remote.id, remote.managed_account_id) == (session_id, account_id)
+    assert remote.request_id == "a1b2c3d4-0000-4000-8000-000000000001"
 
 
 # -- get_client ------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from urllib3.exceptions import NewConnectionError
 from . import __version__
 from .errors import (
     AuthenticationError,
+    EndpointNotFoundError,
     UniPostConnectionError,
     UniPostError,
     UniPostResponseError,
@@ -185,6 +186,14 @@ def error_from_response(response: requests.Response) -> UniPostError:
             retry_after=retry_after,
         )
     # Not UniPost's envelope: a proxy's HTML page, an empty body, a bare string...
+    if status == 404:
+        return EndpointNotFoundError(
+            f"There is no UniPost API endpoint at {_without_query(response.url)} (HTTP 404 without "
+            "UniPost's error answer): check UNIPOST_CONNECT['API_BASE_URL'] "
+            f"(UniPost's is {DEFAULT_BASE_URL}).",
+            status=status,
+            request_id=request_id,
+        )
     return cls(
         f"UniPost answered HTTP {status} without an error envelope.",
         status=status,
@@ -192,6 +201,11 @@ def error_from_response(response: requests.Response) -> UniPostError:
         request_id=request_id,
         retry_after=retry_after,
     )
+
+
+def _without_query(url: str | None) -> str:
+    """The URL without its query string, which may carry an end user's id."""
+    return (url or "").split("?", 1)[0].split("#", 1)[0]
 
 
 def _json_object(response: requests.Response) -> dict[str, Any]:
@@ -418,8 +432,19 @@ class UniPostClient:
         return parse_accounts(answer.body, request_id=answer.request_id, http_status=answer.status)
 
     def delete_account(self, account_id: str) -> str:
-        """Disconnect an account; returns the request id."""
+        """Disconnect an account; returns the request id.
+
+        UniPost answers 200 ``{"data": {"disconnected": true}}`` (again on a repeat);
+        an empty 2xx is accepted too. An answer saying ``false`` is no confirmation.
+        """
         answer = self._request("DELETE", f"/v1/accounts/{quote(account_id, safe='')}", allow_empty=True)
+        disconnected = _unwrap(answer.body).get("disconnected", True)
+        if disconnected is not True:
+            raise UniPostResponseError(
+                "UniPost did not confirm the disconnection: its answer's 'disconnected' is not true.",
+                status=answer.status,
+                request_id=answer.request_id,
+            )
         return answer.request_id
 
     # -- transport -------------------------------------------------------------

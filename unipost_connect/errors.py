@@ -87,6 +87,18 @@ class NotFoundError(UniPostAPIError):
     default_code = "NOT_FOUND"
 
 
+class EndpointNotFoundError(UniPostAPIError):
+    """404 without UniPost's error envelope: the URL asked is not UniPost's API.
+
+    A wrong ``API_BASE_URL`` (or a proxy in front of it) answers every call this way;
+    it says nothing about the session or account asked for, so it is deliberately not
+    a :class:`NotFoundError` ("UniPost does not know it"), and retrying cannot help.
+    Like every other HTTP error status it is a :class:`UniPostAPIError`.
+    """
+
+    default_code = "ENDPOINT_NOT_FOUND"
+
+
 class UniPostValidationError(UniPostAPIError):
     """422: the request was refused as invalid; retrying it will not help."""
 

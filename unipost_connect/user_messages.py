@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 from .conf import PLATFORM_LABELS
 from .errors import (
     AuthenticationError,
+    EndpointNotFoundError,
     NotFoundError,
     PlanLimitError,
     RateLimitedError,
@@ -68,7 +69,7 @@ def message_for_error(error: UniPostError, *, platform: str = "") -> str:
         return _("The connection could not be started. Please contact the site's support.")
     if isinstance(error, RateLimitedError):
         return _("Too many connection attempts right now. Please wait a minute and try again.")
-    if isinstance(error, AuthenticationError):
+    if isinstance(error, (AuthenticationError, EndpointNotFoundError)):  # a bad key or API_BASE_URL
         return _("The connection service is misconfigured on this site. Please contact the site's support.")
     if isinstance(error, NotFoundError):
         return _("This connection attempt is no longer known. Please start again.")
