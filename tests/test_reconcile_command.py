@@ -29,6 +29,7 @@ def make_session(
     platform: str = "linkedin",
     remote: bool = True,
     created_at: Any = None,
+    profile_id: str = "",
 ) -> ConnectSession:
     """A local pending session; with ``remote`` also a pending one at the fake."""
     created = created_at or timezone.now() - timedelta(minutes=minutes_ago)
@@ -39,7 +40,12 @@ def make_session(
         )
         fields = {"unipost_session_id": answer.id, "url": answer.url, "expires_at": answer.expires_at}
     return ConnectSession.objects.create(
-        user=user, platform=platform, external_user_id=str(user.pk), created_at=created, **fields
+        user=user,
+        platform=platform,
+        profile_id=profile_id,
+        external_user_id=str(user.pk),
+        created_at=created,
+        **fields,
     )
 
 
@@ -49,6 +55,15 @@ def reconcile(*args: str, **options: Any) -> tuple[str, str]:
     with TestCase.captureOnCommitCallbacks(execute=True):
         call_command("unipost_connect_reconcile", *args, stdout=out, stderr=err, **options)
     return out.getvalue(), err.getvalue()
+
+
+def reconcile_stopped(*args: str, **options: Any) -> tuple[str, str, CommandError]:
+    """Run the command expecting it to stop early: its output and the CommandError it raised."""
+    out, err = StringIO(), StringIO()
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        with pytest.raises(CommandError) as info:
+            call_command("unipost_connect_reconcile", *args, stdout=out, stderr=err, **options)
+    return out.getvalue(), err.getvalue(), info.value
 
 
 def status_of(session: ConnectSession) -> str:
@@ -134,7 +149,8 @@ def test_unipost_deadline_is_the_one_that_counts(fake, user):
 
 def test_session_that_never_reached_unipost_expires_after_its_deadline(fake, user, sent):
     overdue = make_session(user, minutes_ago=31, remote=False)
-    recent = make_session(user, minutes_ago=10, remote=False)
+    # Another target: only one start per user and target can be in flight.
+    recent = make_session(user, minutes_ago=10, remote=False, profile_id="pr_other")
     out, _ = reconcile()
     assert status_of(overdue) == "expired"
     assert status_of(recent) == "pending"
@@ -200,10 +216,11 @@ def test_persistent_rate_limiting_stops_the_run_and_reports_it(fake, user, waits
     for session in sessions:
         fake.approve(session.unipost_session_id)
     fake.rate_limit_next("get", retry_after=10, times=command_module.RATE_LIMIT_ATTEMPTS)
-    out, err = reconcile()
+    out, err, stopped = reconcile_stopped()
     assert waits == [10] * (command_module.RATE_LIMIT_ATTEMPTS - 1)
     assert f"session {sessions[0].pk}" in err and "RATE_LIMITED" in err
-    assert "stopped early" in err
+    assert "stopped early" in str(stopped)
+    assert stopped.returncode != 0
     assert [status_of(s) for s in sessions] == ["pending"] * 3
     assert "1 checked" in out and "1 errors" in out
 
@@ -337,7 +354,12 @@ def test_an_outcome_recorded_meanwhile_is_not_applied_twice(fake, user, sent, mo
 def _dataset(fake: Any, user: Any) -> list[ConnectSession]:
     sessions = []
     for i in range(24):
-        session = make_session(user, minutes_ago=60 - i, remote=i % 6 != 5)
+        # Sessions that never reached UniPost each on their own profile: one start per
+        # user and target can be in flight.
+        never_started = i % 6 == 5
+        session = make_session(
+            user, minutes_ago=60 - i, remote=not never_started, profile_id=f"pr_{i}" if never_started else ""
+        )
         if i % 6 == 0:
             fake.approve(session.unipost_session_id)
         elif i % 6 == 1:
@@ -394,3 +416,108 @@ def test_workers_survive_a_failing_session(fake, user, waits):
 def test_bad_options_are_refused(args):
     with pytest.raises(CommandError):
         reconcile(*args)
+
+
+# -- stopping early: what every further call would also hit ---------------------------------
+
+
+def test_authentication_failure_stops_the_run_and_says_what_to_fix(fake, user, waits):
+    sessions = [make_session(user, minutes_ago=20 - i) for i in range(3)]
+    for session in sessions:
+        fake.approve(session.unipost_session_id)
+    fake.requests.clear()
+    fake.api_key = "up_test_rotated"  # the site's key no longer works
+    out, err, stopped = reconcile_stopped()
+    assert len(fake.requests) == 1  # not once more per pending session
+    assert stopped.returncode != 0
+    assert "UNIPOST_CONNECT['API_KEY']" in str(stopped)
+    assert f"session {sessions[0].pk}" in err and "UNAUTHORIZED" in err and "HTTP 401" in err
+    # The error stays on the row it happened to; the summary is printed as usual.
+    sessions[0].refresh_from_db()
+    assert sessions[0].error_code == "UNAUTHORIZED"
+    assert [status_of(s) for s in sessions] == ["pending"] * 3
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith(
+        "Reconciled: 1 checked, 0 completed, 0 expired, 0 cancelled, 0 unchanged, 0 unknown, 1 errors in "
+    )
+
+
+def test_authentication_failure_stops_the_workers_too(fake, user, waits):
+    sessions = [make_session(user, minutes_ago=30 - i) for i in range(12)]
+    fake.requests.clear()
+    fake.api_key = "up_test_rotated"
+    out, _, stopped = reconcile_stopped("--workers", "3")
+    assert "UNIPOST_CONNECT['API_KEY']" in str(stopped)
+    assert "1 errors" in out
+    # At most the reads already in flight went out, not one per session.
+    assert len(fake.requests) <= 3 * command_module.WINDOW_PER_WORKER
+    assert [status_of(s) for s in sessions] == ["pending"] * 12
+
+
+def test_plain_404_from_a_wrong_base_url_is_not_an_unknown_session(fake, user, sent):
+    session = make_session(user, minutes_ago=40)
+    overdue = timezone.now() - timedelta(minutes=5)
+    ConnectSession.objects.filter(pk=session.pk).update(expires_at=overdue)
+    others = [make_session(user, minutes_ago=35), make_session(user, minutes_ago=30)]
+    # The live router's answer for a route it does not have (API_BASE_URL points elsewhere).
+    fake.fail_next(
+        "get", 404, body="404 page not found", headers={"Content-Type": "text/plain", "X-Request-Id": "req_r"}
+    )
+    out, err, stopped = reconcile_stopped()
+    session.refresh_from_db()
+    # A JSON NOT_FOUND would expire this overdue session; a wrong endpoint says nothing about it.
+    assert session.status == "pending"
+    assert session.expires_at == overdue
+    assert (session.error_code, session.request_id) == ("ENDPOINT_NOT_FOUND", "req_r")
+    assert sent == {"completed": [], "ended": []}
+    assert "ENDPOINT_NOT_FOUND" in err and "HTTP 404" in err
+    assert "UNIPOST_CONNECT['API_BASE_URL']" in str(stopped)
+    assert stopped.returncode != 0
+    assert [status_of(s) for s in others] == ["pending", "pending"]
+    assert "1 checked" in out and "1 errors" in out
+
+
+def test_an_error_on_one_session_does_not_make_the_exit_code_non_zero(fake, user, waits):
+    make_session(user)
+    fake.fail_next("get", 500, times=3)
+    out, err = reconcile()  # no CommandError: the run went to the end
+    assert "1 errors" in out and "INTERNAL_ERROR" in err
+
+
+def test_sync_accounts_stops_at_an_authentication_failure(fake, user, django_user_model):
+    for n, name in enumerate(("a", "b", "c")):
+        owner = django_user_model.objects.create_user(name)
+        ConnectedAccount.objects.create(
+            user=owner, platform="linkedin", managed_account_id=f"sa_{n}", external_user_id=str(owner.pk)
+        )
+    fake.requests.clear()
+    fake.api_key = "up_test_rotated"
+    _, err, stopped = reconcile_stopped("--sync-accounts")
+    assert [method for method, _ in fake.requests] == ["GET"]
+    assert "UNAUTHORIZED" in err
+    assert "UNIPOST_CONNECT['API_KEY']" in str(stopped)
+
+
+def test_ctrl_c_prints_the_summary_and_exits_130(fake, user, monkeypatch):
+    sessions = [make_session(user, minutes_ago=30 - i) for i in range(4)]
+    for session in sessions:
+        fake.approve(session.unipost_session_id)
+    real_get = command_module.UniPostClient.get_session
+    calls = []
+
+    def get_then_ctrl_c(self: Any, session_id: str, **kwargs: Any) -> Any:
+        calls.append(session_id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_get(self, session_id, **kwargs)
+
+    monkeypatch.setattr(command_module.UniPostClient, "get_session", get_then_ctrl_c)
+    out, err, stopped = reconcile_stopped()
+    assert stopped.returncode == 130
+    assert "nterrupted" in str(stopped)
+    assert [status_of(s) for s in sessions] == ["completed", "completed", "pending", "pending"]
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith(
+        "Reconciled: 2 checked, 2 completed, 0 expired, 0 cancelled, 0 unchanged, 0 unknown, 0 errors in "
+    )
+    assert "Traceback" not in err

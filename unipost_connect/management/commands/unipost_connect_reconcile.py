@@ -6,6 +6,11 @@ two runs that read the same session apply its outcome once.
 Pending sessions are read oldest first in keyset batches, so memory stays flat however
 many there are. With ``--workers N`` the HTTP reads run on a thread pool (a bounded
 window of them in flight); every database read and write stays on the main thread.
+
+Exit status: 0 when the run went through (a failure on one session is recorded on its
+row and reported on stderr); 1 when it stopped early because every further call would
+fail too (UniPost refused the API key, API_BASE_URL is not UniPost's API, or UniPost
+kept rate limiting); 130 after Ctrl-C. The summary line is printed in every case.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ from django.utils import timezone
 from ... import services
 from ...client import RemoteSession, UniPostClient, get_client
 from ...conf import app_settings
-from ...errors import NotFoundError, RateLimitedError, UniPostError
+from ...errors import (
+    AuthenticationError,
+    EndpointNotFoundError,
+    NotFoundError,
+    RateLimitedError,
+    UniPostError,
+)
 from ...models import ConnectedAccount, ConnectSession
 
 # A Retry-After longer than this is not slept through in one go.
@@ -39,6 +50,11 @@ RATE_LIMIT_ATTEMPTS = 3
 WINDOW_PER_WORKER = 2
 
 OUTCOMES = ("completed", "expired", "cancelled", "unchanged", "unknown")
+
+# Exit codes (through CommandError): stopped before the end, so cron's mail or the
+# scheduler's alert says so; 130 is the shell's convention for Ctrl-C (SIGINT).
+EXIT_STOPPED = 1
+EXIT_INTERRUPTED = 130
 
 
 def sleep(seconds: float) -> None:
@@ -66,6 +82,21 @@ class Fetched:
 
 class RateLimitExhausted(Exception):
     pass
+
+
+def stop_reason(exc: UniPostError) -> str:
+    """Why no further call can succeed after ``exc`` (and what to fix), or "" to go on."""
+    if isinstance(exc, AuthenticationError):
+        return (
+            f"UniPost refused the API key ({exc.code}, HTTP {exc.status or '-'}); stopped early: "
+            "check UNIPOST_CONNECT['API_KEY'] (a workspace API key, up_live_… or up_test_…)"
+        )
+    if isinstance(exc, EndpointNotFoundError):
+        return (
+            f"{app_settings.API_BASE_URL} answered HTTP 404 without UniPost's error answer; stopped "
+            "early: check UNIPOST_CONNECT['API_BASE_URL'] (UniPost's is https://api.unipost.dev)"
+        )
+    return ""
 
 
 class Command(BaseCommand):
@@ -121,33 +152,45 @@ class Command(BaseCommand):
         started = time.monotonic()
         prefix = "[dry run] " if dry_run else ""
         stopped_early = ""
+        interrupted = False
         results = self._fetch_all(self._pending(cutoff, batch_size, limit), workers)
         try:
             for session, fetched in results:
-                counts["checked"] += 1
+                # Counted once the session is dealt with, so an interrupted one is not.
                 try:
                     outcome = self._apply(session, fetched, dry_run)
                 except RateLimitExhausted:
-                    counts["errors"] += 1
+                    outcome = "errors"
                     self._failed(session, fetched.error, dry_run)
                     stopped_early = "UniPost kept rate limiting; stopped early, run again later"
-                    break
                 except UniPostError as exc:
-                    counts["errors"] += 1
+                    outcome = "errors"
                     self._failed(session, exc, dry_run)
-                else:
-                    counts[outcome] += 1
+                    stopped_early = stop_reason(exc)
+                counts["checked"] += 1
+                counts[outcome] += 1
+                if stopped_early:
+                    break
                 if counts["checked"] % batch_size == 0:
                     self.stdout.write(f"{prefix}... {self._progress(counts, started)}")
+        except KeyboardInterrupt:
+            # Ctrl-C: what was applied stays applied (each change is its own conditional
+            # update); say how far the run got rather than print a traceback.
+            interrupted = True
         finally:
             results.close()  # stops the worker pool now, not when garbage-collected
             for client in self._clients:
                 client.http.close()
         summary = self._progress(counts, started)
-        if stopped_early:
-            self.stderr.write(f"{stopped_early}.")
         verb = "Would reconcile" if dry_run else "Reconciled"
-        self.stdout.write(self.style.SUCCESS(f"{prefix}{verb}: {summary}."))
+        style = self.style.WARNING if interrupted or stopped_early else self.style.SUCCESS
+        self.stdout.write(style(f"{prefix}{verb}: {summary}."))
+        if interrupted:
+            raise CommandError(
+                "Interrupted; the remaining sessions wait for the next run.", returncode=EXIT_INTERRUPTED
+            )
+        if stopped_early:
+            raise CommandError(f"{stopped_early}.", returncode=EXIT_STOPPED)
         if options["sync_accounts"] and not dry_run:
             self._sync_accounts()
 
@@ -162,16 +205,31 @@ class Command(BaseCommand):
         )
         client = get_client()
         changed = errors = 0
-        for external_user_id in users.iterator(chunk_size=500):
-            try:
-                changed += services.sync_account_statuses(external_user_id, client=client)
-            except UniPostError as exc:
-                errors += 1
-                self.stderr.write(
-                    f"accounts of external user {external_user_id}: {exc.code} "
-                    f"(request_id={exc.request_id or '-'})"
-                )
+        stopped_early = ""
+        try:
+            for external_user_id in users.iterator(chunk_size=500):
+                try:
+                    changed += services.sync_account_statuses(external_user_id, client=client)
+                except UniPostError as exc:
+                    errors += 1
+                    self.stderr.write(
+                        f"accounts of external user {external_user_id}: {exc.code} "
+                        f"(request_id={exc.request_id or '-'})"
+                    )
+                    stopped_early = stop_reason(exc)
+                    if isinstance(exc, RateLimitedError):
+                        # The client already waited as long as it may; the rest can wait too.
+                        stopped_early = "UniPost kept rate limiting; stopped early, run again later"
+                    if stopped_early:
+                        break
+        except KeyboardInterrupt:
+            self.stdout.write(f"Accounts: {changed} status changes, {errors} errors.")
+            raise CommandError(
+                "Interrupted; the remaining accounts wait for the next run.", returncode=EXIT_INTERRUPTED
+            ) from None
         self.stdout.write(f"Accounts: {changed} status changes, {errors} errors.")
+        if stopped_early:
+            raise CommandError(f"{stopped_early}.", returncode=EXIT_STOPPED)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -255,6 +313,8 @@ class Command(BaseCommand):
                 retry_after = exc.retry_after if exc.retry_after is not None else 1.0
                 _sleep(min(max(retry_after, 1.0), MAX_RATE_LIMIT_WAIT))
             except UniPostError as exc:
+                if stop_reason(exc):
+                    self._stop.set()  # the run stops at this one: start no more reads
                 return Fetched(error=exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
