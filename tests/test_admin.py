@@ -403,3 +403,69 @@ def test_api_key_and_webhook_secret_appear_nowhere(admin_client, fake, user):
     for page in pages:
         assert API_KEY not in page
         assert WEBHOOK_SECRET not in page
+
+
+# -- malformed selections ------------------------------------------------------------
+
+MALFORMED_SELECTIONS = [
+    pytest.param(ConnectSession, "refresh_from_unipost", ["not-a-uuid"], id="session-not-a-uuid"),
+    pytest.param(ConnectSession, "refresh_from_unipost", ["1"], id="session-integer"),
+    pytest.param(ConnectedAccount, "disconnect", ["abc"], id="account-letters"),
+    pytest.param(ConnectedAccount, "disconnect", ["1.5"], id="account-decimal"),
+    pytest.param(ConnectedAccount, "disconnect", ["9" * 30], id="account-beyond-bigint"),
+    pytest.param(WebhookEvent, "delete_selected", ["abc"], id="webhook-event-letters"),
+]
+
+
+def _objects(fake: Any, user: Any, model: type) -> list[Any]:
+    if model is ConnectSession:
+        return [make_session(user)]
+    if model is ConnectedAccount:
+        completed_session(fake, user)
+        return [ConnectedAccount.objects.get()]
+    return [WebhookEvent.objects.create(event_key="sha256:abc", event_type="account.connected", payload={})]
+
+
+def _state(model: type) -> list[tuple[Any, ...]]:
+    return list(
+        model.objects.order_by("pk").values_list("pk", "status" if model is not WebhookEvent else "result")
+    )
+
+
+@pytest.mark.parametrize("index", [True, False], ids=["action-bar", "confirmation"])
+@pytest.mark.parametrize(("model", "action", "bad"), MALFORMED_SELECTIONS)
+def test_action_with_a_malformed_selected_id_is_refused_with_a_message(
+    admin_client, fake, user, model, action, bad, index
+):
+    good = _objects(fake, user, model)
+    before = _state(model)
+    fake.requests.clear()
+    data: dict[str, Any] = {"action": action, "_selected_action": [str(good[0].pk), *bad]}
+    if index:
+        data["index"] = "0"  # what the changelist's action bar posts
+    else:
+        data["post"] = "yes"  # delete_selected's confirmation page
+    answer = admin_client.post(changelist(model), data)
+    assert answer.status_code == 302
+    assert answer["Location"] == changelist(model)
+    page = admin_client.get(answer["Location"])
+    assert page.status_code == 200
+    shown = texts(page)
+    assert len(shown) == 1 and "not valid" in shown[0] and "nothing was changed" in shown[0].lower()
+    # Not even the valid id in the selection was acted on.
+    assert fake.requests == []
+    assert _state(model) == before
+
+
+def test_disconnect_through_a_wrong_base_url_marks_nothing(admin_client, fake, user):
+    completed_session(fake, user)
+    account = ConnectedAccount.objects.get()
+    # What a route the server does not have answers: not "this account is already gone".
+    fake.fail_next("delete", 404, body="404 page not found", headers={"X-Request-Id": "req_route"})
+    answer = run_action(admin_client, ConnectedAccount, "disconnect", [account])
+    assert texts(answer) == [
+        f"{account} was not disconnected: ENDPOINT_NOT_FOUND, HTTP 404, request id req_route.",
+        "0 accounts disconnected.",
+    ]
+    account.refresh_from_db()
+    assert account.status == "active"

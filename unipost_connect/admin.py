@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
-from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
@@ -58,11 +59,44 @@ if TYPE_CHECKING:
     # subscripted at runtime (that needs django-stubs-ext's monkeypatch, not a dependency).
     _SyncedAdminBase = admin.ModelAdmin[ConnectSession | ConnectedAccount]
     _WebhookEventAdminBase = admin.ModelAdmin[WebhookEvent]
+    _CheckedSelectionBase = admin.ModelAdmin[Any]
 else:
     _SyncedAdminBase = _WebhookEventAdminBase = admin.ModelAdmin
+    _CheckedSelectionBase = object
 
 
-class SyncedAdmin(_SyncedAdminBase):
+class CheckedSelectionMixin(_CheckedSelectionBase):
+    """Refuse an action whose selection holds an id this model's primary key cannot be.
+
+    Django's ``response_action`` filters ``pk__in=<the posted ids>`` as they came; an id
+    the pk field cannot take ("abc" for an integer, "not-a-uuid" for a UUID, a number
+    beyond the column) raises there, and a crafted or stale POST would answer a 500.
+    """
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:  # *args: Django 6 adds ``action_location``
+        pk = self.model._meta.pk
+        assert pk is not None  # every concrete model has one
+        for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+            try:
+                pk.clean(value, None)  # to_python and the column's range validators
+            except ValidationError:
+                # Nothing runs on part of a selection: the staff member picks again.
+                self.message_user(
+                    request,
+                    _(
+                        "The selection is not valid (it holds an id that no %(model)s can have), "
+                        "so nothing was changed. Select the rows in the list again."
+                    )
+                    % {"model": self.model._meta.verbose_name},
+                    messages.ERROR,
+                )
+                return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset, *args, **kwargs)
+
+
+class SyncedAdmin(CheckedSelectionMixin, _SyncedAdminBase):
     """Every field is synced from UniPost (or the flow): viewable, never saved from a form.
 
     A POST to the change page saves nothing: ``ModelAdmin.save_model`` would write the
@@ -256,7 +290,7 @@ class ConnectedAccountAdmin(SyncedAdmin):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(_WebhookEventAdminBase):
+class WebhookEventAdmin(CheckedSelectionMixin, _WebhookEventAdminBase):
     list_display = ("event_key", "event_type", "result_badge", "received_at", "processed_at")
     list_filter = ("event_type", "result", "received_at")
     search_fields = ("event_key", "delivery_id")
