@@ -19,6 +19,7 @@ SIGNALS = (
     "connect_session_ended_without_account",
     "account_connected",
     "account_disconnected",
+    "account_needs_reconnect",
 )
 
 

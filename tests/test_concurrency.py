@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -233,3 +234,77 @@ def test_twenty_sessions_of_twenty_users_complete_independently(
     assert ConnectSession.objects.filter(status="completed").count() == THREADS
     assert len(sent.named("connect_session_completed")) == THREADS
     assert ConnectedAccount.objects.count() == THREADS
+
+
+# -- at UniPost's real pace ---------------------------------------------------------------
+
+LATENCY = 0.3  # seconds UniPost takes to answer, as the issue measured it
+
+
+@pytest.fixture
+def slow_fake(fake: FakeUniPost, monkeypatch: pytest.MonkeyPatch) -> FakeUniPost:
+    """The fake answering after 300 ms, and waits that really wait (as in production)."""
+    import time
+
+    fake.latency = LATENCY
+    monkeypatch.setattr("unipost_connect.client._sleep", time.sleep)
+    return fake
+
+
+def test_twenty_concurrent_clicks_make_one_remote_session(slow_fake: FakeUniPost, user: Any) -> None:
+    results = race(lambda i: start(user).url)
+    assert slow_fake.requests.count(("POST", "/v1/connect/sessions")) == 1
+    assert len(slow_fake.sessions) == 1
+    assert len(set(results)) == 1  # every click goes to the same hosted page
+    (remote,) = slow_fake.sessions.values()
+    assert results[0] == remote.url
+    assert ConnectSession.objects.count() == 1
+
+
+def test_return_webhooks_and_reconcile_at_unipost_pace_complete_once(
+    slow_fake: FakeUniPost, user: Any, sent: SignalLog
+) -> None:
+    session = start(user)
+    slow_fake.approve(session.unipost_session_id, account_name="Alex")
+    (delivery,) = slow_fake.outbox
+
+    def work(i: int) -> Any:
+        if i % 2:
+            return services.apply_webhook_payload(delivery.payload, raw_body=delivery.body).duplicate
+        return services.reconcile_session(fresh(session)).status
+
+    results = race(work, threads=12)
+    assert len(sent.named("connect_session_completed")) == 1
+    assert len(sent.named("account_connected")) == 1
+    assert sorted(r for i, r in enumerate(results) if i % 2) == [False] + [True] * 5
+    assert [r for i, r in enumerate(results) if not i % 2] == ["completed"] * 6
+    session.refresh_from_db()
+    assert session.status == "completed"
+
+
+def test_the_webhook_completes_the_session_unipost_completed_among_several_pending(
+    slow_fake: FakeUniPost, user: Any, sent: SignalLog
+) -> None:
+    """An older tab's session near its deadline, and a newer one: the user approves the
+    older. Deliveries, its return and a reconcile race; only it completes, once."""
+    older = start(user)
+    slow_fake.advance(minutes=25)  # less than REUSE_MIN_REMAINING left: a click makes another
+    ConnectSession.objects.filter(pk=older.pk).update(expires_at=timezone.now() + timedelta(minutes=5))
+    newer = start(user)
+    assert newer.pk != older.pk
+    slow_fake.approve(older.unipost_session_id)
+    (delivery,) = slow_fake.outbox
+
+    def work(i: int) -> Any:
+        if i % 3 == 0:
+            return services.apply_webhook_payload(delivery.payload, raw_body=delivery.body).duplicate
+        if i % 3 == 1:
+            return services.reconcile_session(fresh(older)).status
+        return services.reconcile_session(fresh(newer)).status
+
+    race(work, threads=12)
+    older.refresh_from_db()
+    newer.refresh_from_db()
+    assert (older.status, newer.status) == ("completed", "pending")
+    (completed,) = sent.named("connect_session_completed")
+    assert completed["session"].pk == older.pk

@@ -106,7 +106,9 @@ def test_connections_page_is_constant_in_the_number_of_accounts(user, user_clien
                 ConnectedAccount.Status.RECONNECT_REQUIRED,
             ][(n // len(ALL_PLATFORMS)) % 3],
         )
-        ConnectSession.objects.create(user=user, platform="linkedin", external_user_id=str(user.pk))
+        ConnectSession.objects.create(
+            user=user, platform="linkedin", external_user_id=str(user.pk), unipost_session_id=f"cs_{n}"
+        )
     many = connections_queries(user_client)
     assert many == one
     assert many <= CONNECTIONS_BUDGET

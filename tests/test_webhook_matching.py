@@ -8,14 +8,19 @@ attempt completed).
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
+from django.utils import timezone
 
 from tests.helpers import go_back, record_signals, start
 from unipost_connect.models import ConnectedAccount, ConnectSession
+from unipost_connect import services
 from unipost_connect.testing import FakeUniPost
+from unipost_connect.testing.server import FakeUniPostServer
 
 pytestmark = pytest.mark.django_db
 
@@ -116,3 +121,52 @@ def test_an_event_older_than_the_session_never_completes_it(
         Client().post("/unipost/webhook/", **stale.django_client_kwargs())
     newer.refresh_from_db()
     assert newer.status == "pending"
+
+
+def test_of_several_pending_sessions_the_one_unipost_completed_is_completed(
+    fake: FakeUniPost, user: Any, browser: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    """An older tab's session near its deadline and a newer one, both pending. The user
+    approves in the older tab: the newer one, created seconds before the event, is still
+    pending at UniPost and must stay so."""
+    older = start(user)
+    fake.advance(minutes=25)  # less than REUSE_MIN_REMAINING left: the next click makes another
+    ConnectSession.objects.filter(pk=older.pk).update(expires_at=timezone.now() + timedelta(minutes=5))
+    newer = start(user)
+    assert newer.pk != older.pk
+    fake.advance(seconds=5)
+    fake.approve(older.unipost_session_id or "")
+    with record_signals() as sent, django_capture_on_commit_callbacks(execute=True):
+        answer = browser.post("/unipost/webhook/", **fake.outbox[-1].django_client_kwargs())
+    assert answer.json()["result"] == "applied"
+    older.refresh_from_db()
+    newer.refresh_from_db()
+    assert (older.status, newer.status) == ("completed", "pending")
+    (completed,) = sent.named("connect_session_completed")
+    assert completed["session"].pk == older.pk
+
+
+def test_the_webhook_answers_well_within_five_seconds_when_unipost_is_slow(
+    user: Any, browser: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The confirming read has a budget of its own, not the site's 10 s read timeout."""
+    fake = FakeUniPost(api_key="up_test_key", webhook_secret="whsec_test")
+    server = FakeUniPostServer(fake).start()
+    try:
+        settings = {"API_KEY": "up_test_key", "API_BASE_URL": server.base_url, "WEBHOOK_SECRET": "whsec_test"}
+        with override_settings(UNIPOST_CONNECT=settings):
+            session = start(user)
+            fake.approve(session.unipost_session_id or "")
+            fake.latency = 8.0  # every answer from now on takes longer than UniPost waits
+            began = time.monotonic()
+            with django_capture_on_commit_callbacks(execute=True):
+                answer = browser.post("/unipost/webhook/", **fake.outbox[-1].django_client_kwargs())
+            elapsed = time.monotonic() - began
+    finally:
+        fake.latency = 0.0
+        server.stop()
+    assert answer.status_code == 200
+    assert elapsed < services.WEBHOOK_CONFIRM_BUDGET + 0.5
+    session.refresh_from_db()
+    assert session.status == "pending"  # unconfirmed: its return or reconcile settles it
+    assert ConnectedAccount.objects.filter(user=user).count() == 1

@@ -65,6 +65,17 @@ class ConnectSession(models.Model):
             models.Index(fields=["external_user_id", "platform", "status"], name="unipost_cs_ext_plat_st"),
             models.Index(fields=["status", "created_at"], name="unipost_cs_status_created"),
         )
+        constraints = (
+            # One start in flight per user and target: a double click or a second tab
+            # waits for the first request's session instead of making another at UniPost
+            # (create has no idempotency key). A row is "starting" until UniPost's id is
+            # known, then it is an ordinary pending session that later clicks reuse.
+            models.UniqueConstraint(
+                fields=["user", "platform", "profile_id", "allow_quickstart_creds"],
+                condition=models.Q(status="pending", unipost_session_id__isnull=True),
+                name="unipost_cs_one_start_in_flight",
+            ),
+        )
 
     def __str__(self) -> str:
         return f"{self.get_platform_display()} for {self.user} ({self.status})"
@@ -119,6 +130,7 @@ class WebhookEvent(models.Model):
         APPLIED = "applied", _("Applied")
         UNKNOWN_USER = "unknown_user", _("No matching local user")
         IGNORED = "ignored", _("Ignored (unknown event)")
+        CONFLICT = "conflict", _("Conflict (not applied)")
 
     # ``event_id`` when UniPost sent one, else ``sha256:<hash of the body>``.
     event_key = models.CharField(_("event key"), max_length=128, unique=True)

@@ -12,24 +12,26 @@ import copy
 import hashlib
 import json
 import logging
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, connections, router, transaction
-from django.db.models import Exists, Field, OuterRef, Q
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from . import signals
+from . import bounds, signals
+from . import client as client_module
 from .client import RemoteSession, UniPostClient, get_client
-from .conf import app_settings
-from .errors import NotFoundError, UniPostError, UniPostResponseError
+from .conf import ALL_PLATFORMS, app_settings
+from .db import insert_unless_conflict
+from .errors import NotFoundError, UniPostError, UniPostResponseError, UniPostValidationError
 from .models import ConnectedAccount, ConnectSession, WebhookEvent
 
 if TYPE_CHECKING:
@@ -81,46 +83,57 @@ def start_session(
     The local row is saved before UniPost is called. If the call fails the row is kept
     as ``failed`` with the error code, message and request id, and the
     :class:`~unipost_connect.errors.UniPostError` is raised.
+
+    Concurrent starts for the same user and target (a double click, two tabs) make one
+    session at UniPost: the later ones wait for the first and return its session, or
+    raise :class:`StartInProgressError` if it takes longer than ``START_WAIT`` seconds.
     """
     platform = (platform or "").strip().lower()
     if platform not in app_settings.PLATFORMS:
         raise UnknownPlatformError(f"{platform!r} is not an allowed platform.")
-    profile_id = app_settings.PROFILE_ID or ""
-    quickstart = app_settings.ALLOW_QUICKSTART_CREDS
+    target = _Target(
+        user=user,
+        platform=platform,
+        profile_id=app_settings.PROFILE_ID or "",
+        quickstart=app_settings.ALLOW_QUICKSTART_CREDS,
+    )
     # Before any row is written: a configuration error leaves nothing half-made.
     client = client or get_client()
-
-    reusable = _reusable_session(user, platform, profile_id, quickstart)
-    if reusable is not None:
-        reusable = _still_pending(reusable, client)
-    if reusable is not None:
-        if reusable.next_url != next_url:
-            reusable.next_url = next_url
-            reusable.save(update_fields=["next_url", "updated_at"])
-        return reusable
+    external_user_id = str(app_settings.EXTERNAL_USER_ID(user)).strip()
+    email = (getattr(user, "email", "") or "") if app_settings.SEND_USER_EMAIL else ""
 
     session_id = uuid.uuid4()
     return_url = build_return_url(session_id, request)
-    email = (getattr(user, "email", "") or "") if app_settings.SEND_USER_EMAIL else ""
-    session = ConnectSession.objects.create(
-        id=session_id,
-        user=user,
-        platform=platform,
-        profile_id=profile_id,
-        external_user_id=str(app_settings.EXTERNAL_USER_ID(user)).strip(),
-        external_user_email=email,
-        allow_quickstart_creds=quickstart,
-        next_url=next_url,
+    session = _claim_start(
+        target,
+        client,
+        ConnectSession(
+            id=session_id,
+            user=user,
+            platform=platform,
+            profile_id=target.profile_id,
+            external_user_id=bounds.clip(external_user_id, ConnectSession, "external_user_id"),
+            external_user_email=bounds.clip(email, ConnectSession, "external_user_email"),
+            allow_quickstart_creds=target.quickstart,
+            next_url=next_url,
+        ),
     )
+    if session.pk != session_id:  # another request's session, or one still pending
+        if session.next_url != next_url:
+            session.next_url = next_url
+            session.save(update_fields=["next_url", "updated_at"])
+        return session
     try:
+        check_external_user_id(external_user_id)
         remote = client.create_session(
             platform=platform,
-            external_user_id=session.external_user_id,
+            external_user_id=external_user_id,
             external_user_email=email or None,
             return_url=return_url,
-            profile_id=profile_id or None,
-            allow_quickstart_creds=quickstart,
+            profile_id=target.profile_id or None,
+            allow_quickstart_creds=target.quickstart,
         )
+        _store_created(session, remote)
     except UniPostError as exc:
         _record_error(session, exc, status=ConnectSession.Status.FAILED)
         logger.warning("Connect session %s failed to start: %s", session.pk, exc.code)
@@ -130,26 +143,179 @@ def start_session(
         unexpected = UniPostError(f"Unexpected {type(exc).__name__} while starting.", code="INTERNAL_ERROR")
         _record_error(session, unexpected, status=ConnectSession.Status.FAILED)
         raise
-    session.unipost_session_id = remote.id
-    session.url = remote.url
-    session.expires_at = remote.expires_at or session.created_at + SESSION_LIFETIME
-    session.request_id = remote.request_id
-    session.save(update_fields=["unipost_session_id", "url", "expires_at", "request_id", "updated_at"])
     return session
 
 
-def _reusable_session(user: _User, platform: str, profile_id: str, quickstart: bool) -> ConnectSession | None:
+class StartInProgressError(Exception):
+    """Another request is still starting a session for the same user and platform."""
+
+
+class ExternalUserIdError(UniPostValidationError):
+    """``EXTERNAL_USER_ID`` gave a value UniPost would refuse; nothing was sent."""
+
+    default_code = "INVALID_EXTERNAL_USER_ID"
+
+
+# UniPost counts ``external_user_id`` in bytes of UTF-8, after trimming.
+EXTERNAL_USER_ID_MAX_BYTES = 256
+START_INTERRUPTED = "START_INTERRUPTED"
+
+
+# How long a second click waits for the first one's session before giving up, and how
+# often it looks. UniPost answers a create in well under a second.
+START_WAIT = 5.0
+START_POLL_INTERVAL = 0.05
+# A row still starting after this long belongs to a request that died (the client's
+# timeouts and retry deadline end every create well before): a new click replaces it.
+STALE_START = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What makes two starts the same: who, where, and under which credentials."""
+
+    user: Any
+    platform: str
+    profile_id: str
+    quickstart: bool
+
+    def sessions(self) -> QuerySet[ConnectSession]:
+        return ConnectSession.objects.filter(
+            user=self.user,
+            platform=self.platform,
+            profile_id=self.profile_id,
+            allow_quickstart_creds=self.quickstart,
+            status=ConnectSession.Status.PENDING,
+        )
+
+
+def _claim_start(target: _Target, client: UniPostClient, new: ConnectSession) -> ConnectSession:
+    """``new``, saved, when this request is the one to call UniPost; else the session to use.
+
+    The database decides who calls UniPost: the unique constraint
+    ``unipost_cs_one_start_in_flight`` admits one row without UniPost's id per target, so
+    of several concurrent requests exactly one inserts; the others wait for its answer.
+    """
+    deadline = time.monotonic() + START_WAIT
+    while True:
+        reusable = _reusable_session(target)
+        if reusable is not None:
+            reusable = _still_pending(reusable, client)
+        if reusable is not None:
+            return reusable
+        if insert_unless_conflict(new):
+            return new
+        starting = target.sessions().filter(unipost_session_id=None).first()
+        if starting is not None and starting.created_at < timezone.now() - STALE_START:
+            _abandon(starting)
+        elif starting is not None:
+            waited = _wait_for_start(starting, deadline)
+            if waited is not None:
+                return waited
+        # else it got its answer (or failed) meanwhile: look again.
+        if time.monotonic() >= deadline:
+            raise StartInProgressError(
+                f"A {target.platform} session for this user is still being started elsewhere."
+            )
+
+
+def _wait_for_start(starting: ConnectSession, deadline: float) -> ConnectSession | None:
+    """The other request's session once UniPost answered it; None when it did not end up
+    pending with a hosted url (look again), or the wait ran out."""
+    while time.monotonic() < deadline:
+        client_module._sleep(START_POLL_INTERVAL)  # the one wait tests replace
+        current = ConnectSession.objects.filter(pk=starting.pk).first()
+        if current is None or current.status == ConnectSession.Status.FAILED:
+            if current is not None and current.error_code != START_INTERRUPTED:
+                # The same failure would meet this request: say so rather than retry.
+                raise UniPostError(
+                    current.error_message or "The session could not be started.",
+                    code=current.error_code or None,
+                    request_id=current.request_id,
+                )
+            return None
+        if current.status != ConnectSession.Status.PENDING:
+            return None
+        if current.unipost_session_id and current.url:
+            return current
+    return None
+
+
+def _abandon(session: ConnectSession) -> None:
+    abandoned = UniPostError(
+        "The request that started this session ended before UniPost answered.", code=START_INTERRUPTED
+    )
+    _record_error(session, abandoned, status=ConnectSession.Status.FAILED)
+
+
+def check_external_user_id(value: str) -> None:
+    """Refuse an ``external_user_id`` UniPost would refuse: 1 to 256 bytes of UTF-8."""
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        size = -1
+    if not 1 <= size <= EXTERNAL_USER_ID_MAX_BYTES:
+        raise ExternalUserIdError(
+            "UNIPOST_CONNECT['EXTERNAL_USER_ID'] gave an id UniPost does not accept: it must be "
+            f"1 to {EXTERNAL_USER_ID_MAX_BYTES} bytes of UTF-8 (this one is "
+            f"{'not valid UTF-8' if size < 0 else f'{size} bytes'}). Return a shorter stable id, "
+            "such as the primary key or a hash of a longer one."
+        )
+
+
+def _store_created(session: ConnectSession, remote: RemoteSession) -> None:
+    """Record UniPost's answer to the create on the row, or raise UniPostResponseError."""
+    try:
+        fields: dict[str, Any] = {
+            "unipost_session_id": bounds.checked(remote.id, ConnectSession, "unipost_session_id", what="id"),
+            "url": bounds.checked(remote.url, ConnectSession, "url", what="url"),
+            "request_id": bounds.clip(remote.request_id, ConnectSession, "request_id"),
+        }
+    except bounds.Unstorable as exc:
+        raise UniPostResponseError(
+            f"UniPost's answer cannot be stored: {exc}.", request_id=remote.request_id
+        ) from None
+    _check_about(session, remote, check_id=False)
+    expires_at = bounds.plausible_datetime(remote.expires_at)
+    fields["expires_at"] = expires_at or session.created_at + SESSION_LIFETIME
+    fields["updated_at"] = timezone.now()
+    # The id of a session this site already has would be an answer about something else;
+    # checked in the UPDATE itself, so no failed statement is left to roll back.
+    taken = ConnectSession.objects.filter(unipost_session_id=fields["unipost_session_id"])
+    if not ConnectSession.objects.filter(pk=session.pk).filter(~Exists(taken)).update(**fields):
+        raise UniPostResponseError(
+            "UniPost answered the create with the id of an existing session.", request_id=remote.request_id
+        )
+    _set(session, fields)
+
+
+def _check_about(session: ConnectSession, remote: RemoteSession, *, check_id: bool = True) -> None:
+    """Refuse an answer that is not about ``session``: nothing of it may be applied."""
+    wrong = []
+    if check_id and remote.id != session.unipost_session_id:
+        wrong.append("id")
+    if remote.external_user_id and remote.external_user_id.strip() != session.external_user_id:
+        wrong.append("external_user_id")
+    if remote.platform and remote.platform.strip().lower() != session.platform:
+        wrong.append("platform")
+    if wrong:
+        logger.warning(
+            "UniPost's answer for connect session %s has another %s; ignored.",
+            session.pk,
+            " and ".join(wrong),
+        )
+        raise UniPostResponseError(
+            f"UniPost answered about another session (its {' and '.join(wrong)} differs); nothing applied.",
+            request_id=remote.request_id,
+        )
+
+
+def _reusable_session(target: _Target) -> ConnectSession | None:
     """The user's newest pending session for the same target with enough time left."""
     min_remaining = app_settings.REUSE_MIN_REMAINING
     return (
-        ConnectSession.objects.filter(
-            user=user,
-            platform=platform,
-            profile_id=profile_id,
-            allow_quickstart_creds=quickstart,
-            status=ConnectSession.Status.PENDING,
-            expires_at__gte=timezone.now() + timedelta(seconds=min_remaining),
-        )
+        target.sessions()
+        .filter(expires_at__gte=timezone.now() + timedelta(seconds=min_remaining))
         .exclude(url="")
         .exclude(unipost_session_id=None)
         .order_by("-created_at")
@@ -180,9 +346,9 @@ def _record_error(
     extra_fields: Mapping[str, Any] | None = None,
 ) -> None:
     fields: dict[str, Any] = {
-        "error_code": exc.code[:64],
-        "error_message": exc.message,
-        "request_id": exc.request_id[:128],
+        "error_code": bounds.clip(exc.code, ConnectSession, "error_code"),
+        "error_message": bounds.clip(exc.message, ConnectSession, "error_message"),
+        "request_id": bounds.clip(exc.request_id, ConnectSession, "request_id"),
         "updated_at": timezone.now(),
         **(extra_fields or {}),
     }
@@ -257,31 +423,43 @@ def apply_remote_session(
 ) -> bool:
     """Move the local session to the state UniPost reports. True if this call changed it.
 
-    ``extra_fields`` are written in the same UPDATE when the state changes.
+    ``extra_fields`` are written in the same UPDATE when the state changes. An answer
+    about another session, or one that cannot be stored, raises
+    :class:`~unipost_connect.errors.UniPostResponseError` and changes nothing.
     """
+    _check_about(session, remote)
     if remote.status == "completed":
         if not remote.managed_account_id:
             raise UniPostResponseError(
                 "UniPost reports the session completed but names no managed_account_id.",
                 request_id=remote.request_id,
             )
+        try:
+            account_id = bounds.checked(
+                remote.managed_account_id, ConnectedAccount, "managed_account_id", what="managed_account_id"
+            )
+        except bounds.Unstorable as exc:
+            raise UniPostResponseError(
+                f"UniPost's answer cannot be stored: {exc}.", request_id=remote.request_id
+            ) from None
         return complete_session(
             session,
-            remote.managed_account_id,
-            completed_at=remote.completed_at,
+            account_id,
+            completed_at=bounds.plausible_datetime(remote.completed_at),
             extra_fields=extra_fields,
         )
     if remote.status in ("expired", "cancelled"):
         return end_session(session, remote.status, extra_fields=extra_fields)
+    expires_at = bounds.plausible_datetime(remote.expires_at)
     if remote.status != "pending":
         logger.warning(
             "UniPost reported unknown status %r for connect session %s; leaving it pending.",
             remote.status[:32],
             session.pk,
         )
-    elif remote.expires_at and remote.expires_at != session.expires_at:
-        ConnectSession.objects.filter(pk=session.pk).update(expires_at=remote.expires_at)
-        session.expires_at = remote.expires_at
+    elif expires_at and expires_at != session.expires_at:
+        ConnectSession.objects.filter(pk=session.pk).update(expires_at=expires_at)
+        session.expires_at = expires_at
     return False
 
 
@@ -324,6 +502,11 @@ def complete_session(
                 external_user_id=session.external_user_id,
                 profile_id=profile_id or session.profile_id,
             )
+            if account.user_id != session.user_id:
+                fields.update(_conflict_fields(account, session.user_id))
+                ConnectSession.objects.filter(pk=session.pk).update(
+                    error_code=fields["error_code"], error_message=fields["error_message"]
+                )
             _set(session, fields)
             snapshot = copy.copy(session)
             transaction.on_commit(
@@ -334,6 +517,20 @@ def complete_session(
     if not won:
         session.refresh_from_db()  # show the caller what the winner recorded
     return bool(won)
+
+
+ACCOUNT_CONFLICT = "ACCOUNT_CONFLICT"
+
+
+def _conflict_fields(account: ConnectedAccount, user_id: Any) -> dict[str, str]:
+    """What staff see on a session whose account already belongs to another local user."""
+    return {
+        "error_code": ACCOUNT_CONFLICT,
+        "error_message": (
+            f"UniPost account {account.managed_account_id} belongs to local user #{account.user_id}, "
+            f"not to this session's user #{user_id}; it was not moved."
+        ),
+    }
 
 
 def end_session(
@@ -384,13 +581,15 @@ def upsert_account(
 
     Sends ``account_connected`` (after commit) when the account is new or comes back
     from disconnected, once even when several workers upsert the same account at once.
+    An existing account is never moved to another user: compare the returned account's
+    ``user_id`` with ``user_id`` to see such a conflict.
     """
     values = {
         "user_id": user_id,
         "platform": platform,
-        "account_name": account_name[:255],
-        "external_user_id": external_user_id,
-        "profile_id": profile_id[:128],
+        "account_name": bounds.clip(account_name, ConnectedAccount, "account_name"),
+        "external_user_id": bounds.clip(external_user_id, ConnectedAccount, "external_user_id"),
+        "profile_id": profile_id if bounds.fits(profile_id, ConnectedAccount, "profile_id") else "",
     }
     with transaction.atomic(savepoint=False):
         account = (
@@ -398,19 +597,31 @@ def upsert_account(
         )
         created = False
         if account is None:
-            account = _insert_account_if_absent(managed_account_id, values)
-            created = account is not None
-            if account is None:  # another worker inserted it since our read: refresh theirs
+            now = timezone.now()
+            account = ConnectedAccount(
+                managed_account_id=managed_account_id,
+                status=ConnectedAccount.Status.ACTIVE,
+                connected_at=now,
+                **values,
+            )
+            created = insert_unless_conflict(account)
+            if not created:  # another worker inserted it since our read: refresh theirs
                 account = ConnectedAccount.objects.select_for_update().get(
                     managed_account_id=managed_account_id
                 )
         reactivated = False
         if not created:
+            if account.user_id != user_id:
+                logger.warning(
+                    "UniPost account %s belongs to local user #%s; not moved to user #%s.",
+                    managed_account_id,
+                    account.user_id,
+                    user_id,
+                )
             reactivated = account.status != ConnectedAccount.Status.ACTIVE
-            account.user_id = user_id
             account.platform = platform or account.platform
             account.account_name = values["account_name"] or account.account_name
-            account.external_user_id = external_user_id or account.external_user_id
+            account.external_user_id = values["external_user_id"] or account.external_user_id
             account.profile_id = values["profile_id"] or account.profile_id
             account.status = ConnectedAccount.Status.ACTIVE
             if reactivated:
@@ -427,65 +638,19 @@ def upsert_account(
     return account
 
 
-def _column(field: Field[Any, Any]) -> str:
-    # The stubs allow a column of None (a field not yet attached to a model); every
-    # concrete field of an installed model has one.
-    return cast(str, field.column)
-
-
-def _insert_account_if_absent(managed_account_id: str, values: Mapping[str, Any]) -> ConnectedAccount | None:
-    """Insert the account unless the row exists; the new row, or None if it was there.
-
-    One statement, no savepoint: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` answers a
-    row only when this call inserted it, which is how exactly one of several racing
-    workers learns that it created the account. Other databases use get_or_create.
-    """
-    now = timezone.now()
-    account = ConnectedAccount(
-        managed_account_id=managed_account_id,
-        status=ConnectedAccount.Status.ACTIVE,
-        connected_at=now,
-        created_at=now,
-        updated_at=now,
-        **values,
-    )
-    connection = connections[router.db_for_write(ConnectedAccount)]
-    # ON CONFLICT … RETURNING: PostgreSQL, and SQLite from 3.35 (Django 5.2 allows 3.31).
-    if connection.vendor not in ("postgresql", "sqlite") or not (
-        connection.features.can_return_columns_from_insert
-    ):
-        with transaction.atomic():
-            account, created = ConnectedAccount.objects.get_or_create(
-                managed_account_id=managed_account_id, defaults=dict(values)
-            )
-        return account if created else None
-    meta = ConnectedAccount._meta
-    columns = [f for f in meta.concrete_fields if not f.primary_key]
-    quote = connection.ops.quote_name
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(_column(f)) for f in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))}) "
-        f"ON CONFLICT ({quote(_column(meta.get_field('managed_account_id')))}) DO NOTHING "
-        f"RETURNING {quote(_column(meta.pk))}"
-    )
-    params = [f.get_db_prep_save(getattr(account, f.attname), connection) for f in columns]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    account.pk = row[0]
-    account._state.adding = False
-    return account
-
-
 # -- webhooks --------------------------------------------------------------------
 
 
 def webhook_event_key(payload: Mapping[str, Any], raw_body: bytes) -> str:
+    """The event's unique key: its ``event_id``, else a hash of the body.
+
+    UniPost sends ``account.*`` events without ``event_id`` and resends a delivery byte
+    for byte, so the body's hash identifies it. An ``event_id`` too long for the column
+    is hashed too, never cut: two ids sharing a beginning must stay two events.
+    """
     event_id = payload.get("event_id")
     if isinstance(event_id, str) and event_id.strip():
-        return event_id.strip()[:128]
+        return bounds.fitting_key(event_id.strip(), WebhookEvent, "event_key", prefix="event_id-sha256:")
     return "sha256:" + hashlib.sha256(raw_body).hexdigest()
 
 
@@ -506,26 +671,26 @@ def apply_webhook_payload(
     if raw_body is None:
         raw_body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     key = webhook_event_key(payload, raw_body)
-    event_type = str(payload.get("event") or "")[:64]
+    event_type = bounds.clip(payload.get("event"), WebhookEvent, "event_type")
+    data = payload.get("data")
+    data = data if isinstance(data, Mapping) else {}
     with transaction.atomic():
         try:
             with transaction.atomic():
                 event = WebhookEvent.objects.create(
                     event_key=key,
                     event_type=event_type,
-                    delivery_id=delivery_id[:128],
+                    delivery_id=bounds.clip(delivery_id, WebhookEvent, "delivery_id"),
                     payload=dict(payload),
                 )
         except IntegrityError:
             return WebhookOutcome(WebhookEvent.objects.get(event_key=key), duplicate=True)
-        data = payload.get("data")
-        data = data if isinstance(data, Mapping) else {}
-        if event_type == "account.connected":
-            result, detail = _apply_account_connected(data, _event_time(payload))
-        elif event_type == "account.disconnected":
-            result, detail = _apply_account_disconnected(data)
-        else:
+        handler = EVENT_HANDLERS.get(event_type)
+        result: str
+        if handler is None:
             result, detail = WebhookEvent.Result.IGNORED, "Event type not handled."
+        else:
+            result, detail = handler(data)
         event.result = result
         event.detail = detail
         event.processed_at = timezone.now()
@@ -533,39 +698,46 @@ def apply_webhook_payload(
     return WebhookOutcome(event, duplicate=False)
 
 
-def _apply_account_connected(data: Mapping[str, Any], at: datetime | None) -> tuple[str, str]:
-    account_id = str(data.get("social_account_id") or "").strip()
-    platform = str(data.get("platform") or "").strip().lower()
-    external_user_id = str(data.get("external_user_id") or "").strip()
-    account_name = str(data.get("account_name") or "")
-    profile_id = str(data.get("profile_id") or "")
-    connection_type = data.get("connection_type")
+def _text(data: Mapping[str, Any], name: str) -> str:
+    value = data.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _apply_account_connected(data: Mapping[str, Any]) -> tuple[str, str]:
+    account_id = _text(data, "social_account_id")
+    platform = _text(data, "platform").lower()
+    external_user_id = _text(data, "external_user_id")
+    connection_type = _text(data, "connection_type")
     ignored = WebhookEvent.Result.IGNORED
     if not account_id or not external_user_id:
         return ignored, "No social_account_id or external_user_id (not a Connect account)."
-    if isinstance(connection_type, str) and connection_type and connection_type.lower() != "managed":
+    if connection_type and connection_type.lower() != "managed":
         return ignored, f"connection_type {connection_type[:32]!r} is not a Connect account."
+    if platform not in ALL_PLATFORMS:
+        return ignored, f"Platform {platform[:32]!r} is not one this app knows."
     # Values our columns cannot hold would fail the insert (and make UniPost retry a
     # delivery that can never succeed): keep the event, apply nothing.
-    if len(account_id) > 128 or len(external_user_id) > 256 or not platform or len(platform) > 32:
-        return ignored, "social_account_id, external_user_id or platform is malformed."
-    pending = _session_for_event(external_user_id, platform, account_id, at)
-    if pending is not None and not _surely_before(pending, at):
-        # Created in the same second as the event (or the event has no time): only
-        # UniPost can say whether this is the session the account came from.
-        pending = _confirmed_by_unipost(pending, account_id)
-    if pending is not None:
-        completed_at = min(at, timezone.now()) if at is not None else None
+    if not bounds.fits(account_id, ConnectedAccount, "managed_account_id") or not bounds.fits(
+        external_user_id, ConnectSession, "external_user_id"
+    ):
+        return ignored, "social_account_id or external_user_id is malformed."
+    account_name = _text(data, "account_name")
+    profile_id = _text(data, "profile_id")
+    confirmed = _session_completed_with(account_id, external_user_id, platform)
+    if confirmed is not None:
+        session, remote = confirmed
         completed = complete_session(
-            pending,
+            session,
             account_id,
             account_name=account_name,
             profile_id=profile_id,
-            completed_at=completed_at,
+            completed_at=bounds.plausible_datetime(remote.completed_at),
         )
+        if completed and session.error_code == ACCOUNT_CONFLICT:
+            return WebhookEvent.Result.CONFLICT, f"Completed session {session.pk}; {session.error_message}"
         if completed:
-            return WebhookEvent.Result.APPLIED, f"Completed session {pending.pk}."
-        owner_id = pending.user_id
+            return WebhookEvent.Result.APPLIED, f"Completed session {session.pk}."
+        owner_id = session.user_id
     else:
         any_session = (
             ConnectSession.objects.filter(external_user_id=external_user_id)
@@ -577,7 +749,7 @@ def _apply_account_connected(data: Mapping[str, Any], at: datetime | None) -> tu
             detail = f"No local user for external_user_id {external_user_id[:64]!r}."
             return WebhookEvent.Result.UNKNOWN_USER, detail
         owner_id = any_session.user_id
-    upsert_account(
+    account = upsert_account(
         user_id=owner_id,
         managed_account_id=account_id,
         platform=platform,
@@ -585,93 +757,84 @@ def _apply_account_connected(data: Mapping[str, Any], at: datetime | None) -> tu
         external_user_id=external_user_id,
         profile_id=profile_id,
     )
+    if account.user_id != owner_id:
+        return WebhookEvent.Result.CONFLICT, _conflict_fields(account, owner_id)["error_message"]
     return WebhookEvent.Result.APPLIED, f"Account {account_id} recorded."
 
 
-def _session_for_event(
-    external_user_id: str, platform: str, account_id: str, at: datetime | None
-) -> ConnectSession | None:
-    """The pending session an ``account.connected`` event completes, if any.
+# The webhook must answer within UniPost's 5 seconds: the reads that find which session
+# an account.connected event completed share this budget, each bounded by its own
+# (short) timeouts rather than the site's READ_TIMEOUT, and make one attempt.
+WEBHOOK_CONFIRM_BUDGET = 3.0
+WEBHOOK_CONFIRM_TIMEOUT = (1.0, 2.0)
+# Pending sessions of one user and platform asked about, newest first.
+WEBHOOK_CONFIRM_MAX_SESSIONS = 3
 
-    The event names no session, so this is the newest pending one of that user and
-    platform that UniPost had created *before* the event happened. Both times are on
-    UniPost's clock: the event's ``timestamp``, and the session's creation, which is its
-    ``expires_at`` less the 30-minute lifetime. A session created at or after the event
-    cannot be the one it completes (say the user connected, came back, and at once
-    started again: the first session's late webhook must not complete the second). When
-    the two fall in the same second the session is left alone, to be settled by its
-    own return or by the reconcile command, which ask UniPost; the account is recorded
-    either way.
 
-    Nor is it that session when this very account was already recorded on a session
-    created after it, or completed after it was created: the event is then the echo of
-    that completion.
+def _session_completed_with(
+    account_id: str, external_user_id: str, platform: str
+) -> tuple[ConnectSession, RemoteSession] | None:
+    """The pending session UniPost reports completed with ``account_id`` (and that
+    report), if any.
+
+    The event names no session, and a user may have several pending on one platform
+    (an old tab, one near its deadline): only UniPost knows which one the account came
+    from, so each is read, newest first, within the budget. What UniPost says about the
+    others (ended, or completed with another account) is applied on the way.
     """
-    sessions = ConnectSession.objects.filter(external_user_id=external_user_id, platform=platform)
-    echo = sessions.filter(
-        Q(completed_at__gte=OuterRef("created_at")) | Q(created_at__gte=OuterRef("created_at")),
-        status=ConnectSession.Status.COMPLETED,
-        managed_account_id=account_id,
-    )
-    candidates = sessions.filter(status=ConnectSession.Status.PENDING).exclude(unipost_session_id=None)
-    if at is not None:
-        # Created at UniPost no later than the event's second (times have whole seconds).
-        candidates = candidates.filter(expires_at__lt=at + SESSION_LIFETIME + timedelta(seconds=1))
-    # Being an echo carries over to every older candidate, so filtering them out one by
-    # one answers the same as looking at the newest alone.
-    return candidates.filter(~Exists(echo)).order_by("-created_at").first()
-
-
-def _surely_before(session: ConnectSession, at: datetime | None) -> bool:
-    """True when UniPost created ``session`` in an earlier second than the event at ``at``."""
-    if at is None or session.expires_at is None:
-        return False
-    created = session.expires_at - SESSION_LIFETIME
-    return created.replace(microsecond=0) < at.replace(microsecond=0)
-
-
-def _confirmed_by_unipost(session: ConnectSession, account_id: str) -> ConnectSession | None:
-    """``session`` if UniPost reports it completed with ``account_id``, else None."""
-    try:
-        # One attempt: the webhook must answer within UniPost's 5 seconds.
-        remote = get_client().get_session(session.unipost_session_id or "", max_retries=0)
-    except UniPostError as exc:
-        logger.warning(
-            "Could not confirm connect session %s for a webhook (%s); leaving it to reconcile.",
-            session.pk,
-            exc.code,
+    candidates = (
+        ConnectSession.objects.filter(
+            external_user_id=external_user_id, platform=platform, status=ConnectSession.Status.PENDING
         )
-        return None
-    if remote.status == "completed" and remote.managed_account_id == account_id:
-        return session
+        .exclude(unipost_session_id=None)
+        .order_by("-created_at")[:WEBHOOK_CONFIRM_MAX_SESSIONS]
+    )
+    client = get_client()
+    deadline = time.monotonic() + WEBHOOK_CONFIRM_BUDGET
+    for session in candidates:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            logger.warning("No time left to confirm connect session %s for a webhook.", session.pk)
+            break
+        timeout = (min(WEBHOOK_CONFIRM_TIMEOUT[0], remaining), min(WEBHOOK_CONFIRM_TIMEOUT[1], remaining))
+        try:
+            remote = client.get_session(session.unipost_session_id or "", max_retries=0, timeout=timeout)
+            if remote.status == "completed" and remote.managed_account_id == account_id:
+                _check_about(session, remote)
+                return session, remote
+            apply_remote_session(session, remote)
+        except UniPostError as exc:
+            logger.warning(
+                "Could not confirm connect session %s for a webhook (%s); leaving it to reconcile.",
+                session.pk,
+                exc.code,
+            )
     return None
 
 
-def _event_time(payload: Mapping[str, Any]) -> datetime | None:
-    """The event's ``timestamp`` (UniPost's clock) as an aware datetime, if it is one."""
-    value = payload.get("timestamp")
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = parse_datetime(value.strip())
-        if parsed is None:
-            return None
-        if timezone.is_naive(parsed):
-            parsed = timezone.make_aware(parsed, UTC)
-        parsed = parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-    # Nonsense at the edges of the calendar, with no room for clock-skew arithmetic.
-    return parsed if 1 < parsed.year < 9999 else None
+REFRESH_FAILURE_REASONS = frozenset({"refresh_failed", "missing_refresh_token", "decrypt_failed"})
 
 
 def _apply_account_disconnected(data: Mapping[str, Any]) -> tuple[str, str]:
-    account_id = str(data.get("social_account_id") or "")
-    account = ConnectedAccount.objects.filter(managed_account_id=account_id).first()
+    account_id = _text(data, "social_account_id")
+    if not bounds.fits(account_id, ConnectedAccount, "managed_account_id"):
+        return WebhookEvent.Result.IGNORED, "social_account_id is malformed."
+    account = ConnectedAccount.objects.filter(managed_account_id=account_id).first() if account_id else None
     if account is None:
-        return WebhookEvent.Result.UNKNOWN_USER, f"No local account {account_id!r}."
+        return WebhookEvent.Result.UNKNOWN_USER, f"No local account {account_id[:64]!r}."
+    reason = _text(data, "reason").lower()
+    if reason in REFRESH_FAILURE_REASONS:
+        # UniPost keeps the account (reconnect_required); a new session brings it back.
+        mark_reconnect_required(account, reason=reason)
+        return WebhookEvent.Result.APPLIED, f"Account {account_id} needs reconnecting ({reason})."
     mark_disconnected(account)
-    return WebhookEvent.Result.APPLIED, f"Account {account_id} disconnected."
+    return WebhookEvent.Result.APPLIED, f"Account {account_id} disconnected ({reason[:32] or 'no reason'})."
+
+
+EVENT_HANDLERS: dict[str, Callable[[Mapping[str, Any]], tuple[str, str]]] = {
+    "account.connected": _apply_account_connected,
+    "account.disconnected": _apply_account_disconnected,
+}
 
 
 # -- accounts ----------------------------------------------------------------------
@@ -692,6 +855,26 @@ def mark_disconnected(account: ConnectedAccount) -> bool:
             snapshot = copy.copy(account)
             transaction.on_commit(
                 lambda: signals.account_disconnected.send(sender=ConnectedAccount, account=snapshot)
+            )
+    if not won:
+        account.refresh_from_db()
+    return bool(won)
+
+
+def mark_reconnect_required(account: ConnectedAccount, *, reason: str) -> bool:
+    """Mark an active account ``reconnect_required``, once; sends ``account_needs_reconnect``."""
+    fields = {"status": ConnectedAccount.Status.RECONNECT_REQUIRED, "updated_at": timezone.now()}
+    with transaction.atomic(savepoint=False):
+        won = ConnectedAccount.objects.filter(pk=account.pk, status=ConnectedAccount.Status.ACTIVE).update(
+            **fields
+        )
+        if won:
+            _set(account, fields)
+            snapshot = copy.copy(account)
+            transaction.on_commit(
+                lambda: signals.account_needs_reconnect.send(
+                    sender=ConnectedAccount, account=snapshot, reason=reason
+                )
             )
     if not won:
         account.refresh_from_db()

@@ -30,6 +30,14 @@ connect_session_ended_without_account = Signal()
 # kwargs: sender=ConnectedAccount, account: ConnectedAccount, created: bool
 account_connected = Signal()
 
-# A managed account was disconnected (by the user here, in UniPost, or token loss).
+# A managed account was disconnected: by the user here or in UniPost's dashboard (an
+# ``account.disconnected`` webhook with reason ``user_initiated``, missing or unknown).
 # kwargs: sender=ConnectedAccount, account: ConnectedAccount
 account_disconnected = Signal()
+
+# UniPost could not refresh a managed account's token (reason ``refresh_failed``,
+# ``missing_refresh_token`` or ``decrypt_failed``). The account still exists at UniPost,
+# now ``reconnect_required``: a new connect session for the same user and platform
+# brings the same managed account back. Sent once per change to that status.
+# kwargs: sender=ConnectedAccount, account: ConnectedAccount, reason: str
+account_needs_reconnect = Signal()

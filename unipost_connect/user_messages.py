@@ -25,6 +25,7 @@ from .errors import (
     UniPostValidationError,
 )
 from .models import ConnectSession
+from .services import ACCOUNT_CONFLICT
 
 
 def platform_label(platform: str) -> str:
@@ -106,6 +107,11 @@ def message_for_outcome(session: ConnectSession) -> tuple[int, str]:
     of a session that is still pending.
     """
     label = platform_label(session.platform)
+    if session.status == ConnectSession.Status.COMPLETED and session.error_code == ACCOUNT_CONFLICT:
+        return messages.WARNING, _(
+            "This %(platform)s account is already connected to another user of this site, so it "
+            "was not added to yours. Please contact the site's support."
+        ) % {"platform": label}
     if session.status == ConnectSession.Status.COMPLETED:
         return messages.SUCCESS, _("Your %(platform)s account is connected.") % {"platform": label}
     if session.status == ConnectSession.Status.CANCELLED:

@@ -9,17 +9,18 @@ from typing import TYPE_CHECKING
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
+    HttpResponseForbidden,
     HttpResponseRedirect,
     JsonResponse,
 )
 from django.shortcuts import get_object_or_404, render, resolve_url
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.log import log_response
 from django.utils.translation import gettext as _
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
@@ -96,6 +97,17 @@ def start(request: HttpRequest) -> HttpResponse:
         session = services.start_session(request.user, platform, request=request, next_url=next_url)
     except services.UnknownPlatformError:
         _tell(request, messages.ERROR, _("That platform cannot be connected here."))
+        return _done(request, next_url)
+    except services.StartInProgressError:
+        _tell(
+            request,
+            messages.INFO,
+            _(
+                "Your %(platform)s connection is already being started in another tab or window. "
+                "Please wait a moment and try again."
+            )
+            % {"platform": platform_label(platform)},
+        )
         return _done(request, next_url)
     except UniPostError as exc:
         _tell(request, messages.ERROR, message_for_error(exc, platform=platform))
@@ -189,13 +201,13 @@ class WebhookView(View):
                 body, request.headers.get(webhooks.SIGNATURE_HEADER), app_settings.WEBHOOK_SECRETS
             )
         except webhooks.WebhookSignatureError as exc:
-            logger.warning("Refused a webhook delivery: %s", exc)
-            raise PermissionDenied(str(exc)) from None
+            return _refused(request, HttpResponseForbidden(str(exc)), "Refused a webhook delivery: %s", exc)
         try:
             payload = webhooks.parse_payload(body)
         except webhooks.WebhookPayloadError as exc:
-            logger.warning("Refused a signed webhook delivery: %s", exc)
-            return HttpResponseBadRequest(str(exc))
+            return _refused(
+                request, HttpResponseBadRequest(str(exc)), "Refused a signed webhook delivery: %s", exc
+            )
         outcome = services.apply_webhook_payload(
             payload,
             raw_body=body,
@@ -204,6 +216,17 @@ class WebhookView(View):
         return JsonResponse(
             {"received": True, "duplicate": outcome.duplicate, "result": outcome.event.result}
         )
+
+
+def _refused(request: HttpRequest, response: HttpResponse, message: str, exc: Exception) -> HttpResponse:
+    """One warning line for a refused delivery, with its reason and without a traceback.
+
+    Raising PermissionDenied would log a traceback, whatever ``DEBUG`` is. Logged through
+    Django's ``log_response``, the answer is marked as logged, so ``django.request``
+    does not add a second line for the same 4xx.
+    """
+    log_response(message, str(exc), response=response, request=request, logger=logger)
+    return response
 
 
 webhook = WebhookView.as_view()

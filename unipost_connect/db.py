@@ -1,0 +1,59 @@
+"""Database helpers the flow's exactly-once guarantees rest on."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django.db import IntegrityError, connections, models, router, transaction
+
+
+def _column(field: models.Field[Any, Any]) -> str:
+    # The stubs allow a column of None (a field not yet attached to a model); every
+    # concrete field of an installed model has one.
+    return cast(str, field.column)
+
+
+def insert_unless_conflict(instance: models.Model) -> bool:
+    """Insert ``instance`` unless a unique constraint already holds a row like it.
+
+    True when this call inserted it (``instance`` then has its primary key), False when
+    a row in the way exists. One statement and no savepoint on PostgreSQL and SQLite
+    3.35+: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` answers a row only to the call
+    that inserted it, which is how exactly one of several racing workers learns that it
+    won. It leaves an enclosing transaction usable either way. Elsewhere a savepoint
+    catches the IntegrityError.
+    """
+    model = type(instance)
+    connection = connections[router.db_for_write(model)]
+    if connection.vendor not in ("postgresql", "sqlite") or not (
+        connection.features.can_return_columns_from_insert
+    ):
+        try:
+            with transaction.atomic(using=connection.alias):
+                instance.save(force_insert=True, using=connection.alias)
+        except IntegrityError:
+            return False
+        return True
+    meta = model._meta
+    pk = meta.pk
+    assert pk is not None  # every concrete model has one
+    # A key the database generates (an AutoField not yet set) is left out and read back.
+    generated = instance.pk is None
+    columns = [f for f in meta.concrete_fields if not (f.primary_key and generated)]
+    values = [f.get_db_prep_save(f.pre_save(instance, add=True), connection) for f in columns]
+    quote = connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(_column(f)) for f in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT DO NOTHING RETURNING {quote(_column(pk))}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    if generated:
+        instance.pk = row[0]
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return True
