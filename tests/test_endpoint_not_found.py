@@ -56,3 +56,20 @@ def test_wrong_endpoint_tells_the_user_the_site_is_misconfigured() -> None:
     assert text == message_for_error(AuthenticationError("bad key", status=401))
     assert text.startswith("The connection service is misconfigured on this site.")
     assert text != message_for_error(NotFoundError("gone", status=404))
+
+
+def test_the_disconnect_button_through_a_wrong_endpoint_says_the_site_is_misconfigured(
+    fake: FakeUniPost, user: Any, user_client: Any
+) -> None:
+    from django.contrib.messages import get_messages
+    from django.urls import reverse
+
+    account = make_account(user)
+    fake.fail_next("delete", 404, **ROUTE_404)
+    answer = user_client.post(reverse("unipost_connect:disconnect", kwargs={"account_id": account.pk}))
+    assert answer.status_code == 302
+    assert [str(m) for m in get_messages(answer.wsgi_request)] == [
+        "The connection service is misconfigured on this site. Please contact the site's support."
+    ]
+    account.refresh_from_db()
+    assert account.status == ConnectedAccount.Status.ACTIVE

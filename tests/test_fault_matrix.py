@@ -21,6 +21,7 @@ import requests
 from django.contrib import messages
 from django.contrib.messages import get_messages
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import Client, TestCase
 from django.urls import reverse
 from django.utils import timezone
@@ -284,11 +285,11 @@ def approved(fake: FakeUniPost, session: ConnectSession) -> Session:
     return fake.sessions[session.unipost_session_id].as_json()
 
 
-def assert_error_kept(row: ConnectSession, fault: Fault) -> None:
+def assert_error_kept(row: ConnectSession, fault: Fault, fake: FakeUniPost) -> None:
     assert row.error_code == fault.code
     assert row.error_message
     if fault.has_request_id:
-        assert row.request_id.startswith("req_")
+        assert row.request_id in fake.request_ids
     else:
         assert row.request_id == ""
 
@@ -335,7 +336,7 @@ def test_create(
     assert response["Location"] == "/done/"  # never UniPost's url, whatever it was
     assert row.status == ConnectSession.Status.FAILED
     assert row.url == ""
-    assert_error_kept(row, fault)
+    assert_error_kept(row, fault, fake)
     assert_told(response, messages.ERROR, fault.message, row)
 
 
@@ -370,7 +371,7 @@ def test_read(
     else:
         assert row.status == ConnectSession.Status.PENDING  # unchanged: UniPost was not heard
         assert row.managed_account_id == ""
-        assert_error_kept(row, fault)
+        assert_error_kept(row, fault, fake)
         assert_told(response, messages.ERROR, fault.message, row)
 
 
@@ -392,8 +393,13 @@ def test_reconcile(
     approved(fake, second)
 
     out, err = StringIO(), StringIO()
+    stopped: pytest.ExceptionInfo[CommandError] | None = None
     with TestCase.captureOnCommitCallbacks(execute=True):
-        call_command("unipost_connect_reconcile", "--older-than", "0", stdout=out, stderr=err)
+        if fault.stops_reconcile:
+            with pytest.raises(CommandError) as stopped:
+                call_command("unipost_connect_reconcile", "--older-than", "0", stdout=out, stderr=err)
+        else:
+            call_command("unipost_connect_reconcile", "--older-than", "0", stdout=out, stderr=err)
 
     assert calls_to(fake, "GET", f"/v1/connect/sessions/{first.unipost_session_id}") == expected.calls
     assert tuple(command_sleeps) == expected.sleeps
@@ -416,14 +422,17 @@ def test_reconcile(
             assert "1 unknown" in summary
     else:
         assert first.status == ConnectSession.Status.PENDING
-        assert_error_kept(first, fault)
+        assert_error_kept(first, fault, fake)
         report = [line for line in errors.splitlines() if str(first.pk) in line]
         assert len(report) == 1 and fault.code in report[0]
         assert "1 errors" in summary
 
     if fault.stops_reconcile:
-        # UniPost keeps asking to be left alone: the run stops, the rest waits for the next one.
-        assert "stopped early" in errors
+        # UniPost keeps asking to be left alone: the run stops (exit 1, so cron notices), the
+        # rest waits for the next one.
+        assert stopped is not None
+        assert "stopped early" in str(stopped.value)
+        assert stopped.value.returncode == 1
         assert calls_to(fake, "GET", f"/v1/connect/sessions/{second.unipost_session_id}") == 0
         assert second.status == ConnectSession.Status.PENDING
         assert second.error_code == ""

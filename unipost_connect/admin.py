@@ -31,6 +31,7 @@ _BADGE_COLOURS = {
     "applied": ("#1e6b2f", "#d7f5de"),
     "unknown_user": ("#7a4b00", "#fde3c0"),
     "ignored": ("#555", "#e8e8e8"),
+    "conflict": ("#8b1a1a", "#fbd9d9"),
     "received": ("#8a6d00", "#fff4c2"),
 }
 

@@ -195,16 +195,20 @@ def _claim_start(target: _Target, client: UniPostClient, new: ConnectSession) ->
     The database decides who calls UniPost: the unique constraint
     ``unipost_cs_one_start_in_flight`` admits one row without UniPost's id per target, so
     of several concurrent requests exactly one inserts; the others wait for its answer.
+    The one that inserted still reuses a pending session with time left (a second tab).
     """
     deadline = time.monotonic() + START_WAIT
     while True:
-        reusable = _reusable_session(target)
-        if reusable is not None:
-            reusable = _still_pending(reusable, client)
-        if reusable is not None:
-            return reusable
         if insert_unless_conflict(new):
-            return new
+            # Looked up only now that this request holds the target: a session another
+            # request got its answer for a moment ago is then certainly visible.
+            reusable = _reusable_session(target)
+            if reusable is not None:
+                reusable = _still_pending(reusable, client)
+            if reusable is None:
+                return new
+            ConnectSession.objects.filter(pk=new.pk).delete()
+            return reusable
         starting = target.sessions().filter(unipost_session_id=None).first()
         if starting is not None and starting.created_at < timezone.now() - STALE_START:
             _abandon(starting)

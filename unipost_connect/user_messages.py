@@ -83,7 +83,7 @@ def message_for_error(error: UniPostError, *, platform: str = "") -> str:
 
 def message_for_disconnect_error(error: UniPostError, *, platform: str = "") -> str:
     """What to tell the user when UniPost could not disconnect an account."""
-    if isinstance(error, (RateLimitedError, AuthenticationError)):
+    if isinstance(error, (RateLimitedError, AuthenticationError, EndpointNotFoundError)):
         return message_for_error(error, platform=platform)
     return _(
         "Your %(platform)s account could not be disconnected right now. Please try again in a few minutes."
