@@ -42,10 +42,11 @@ def connect(fake: FakeUniPost, deliver: Any) -> Any:
     return run
 
 
-def disconnected(fake: FakeUniPost, account: ConnectedAccount) -> WebhookDelivery:
+def disconnected(fake: FakeUniPost, account: ConnectedAccount, **kwargs: Any) -> WebhookDelivery:
     return fake.webhook(
         "account.disconnected",
         {"social_account_id": account.managed_account_id, "platform": account.platform},
+        **kwargs,
     )
 
 
@@ -53,11 +54,11 @@ def test_disconnected_webhook_marks_the_account_once(
     fake: FakeUniPost, user: Any, connect: Any, deliver: Any, sent: SignalLog
 ) -> None:
     account = connect(user)
-    delivery = disconnected(fake, account)
+    delivery = disconnected(fake, account, event_id="evt_1")
     assert deliver(delivery) == {"received": True, "duplicate": False, "result": "applied"}
     assert deliver(delivery)["duplicate"] is True
     # A second event (another id) for the same disconnection changes nothing either.
-    assert deliver(disconnected(fake, account))["duplicate"] is False
+    assert deliver(disconnected(fake, account, event_id="evt_2"))["duplicate"] is False
     account.refresh_from_db()
     assert account.status == "disconnected"
     assert account.disconnected_at is not None
@@ -115,6 +116,7 @@ def test_connected_again_while_active_sends_nothing_new(
     fake: FakeUniPost, user: Any, connect: Any, sent: SignalLog
 ) -> None:
     first = connect(user)
+    fake.advance(seconds=1)  # a later event: account.* bodies have no event_id, only the time differs
     second = connect(user)  # OAuth platforms give back the same managed account
     assert second.pk == first.pk
     assert ConnectedAccount.objects.count() == 1

@@ -23,6 +23,7 @@ import re
 import secrets
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -285,7 +286,7 @@ def test_approve_connects_the_account(demo: Browser, embedded_site: Site, embedd
     assert demo.messages() == [("success", "Your LinkedIn account is connected.")]
     [account] = [row for row in demo.accounts() if row[1] == "LinkedIn"]
     assert account[0] == "active"
-    assert account[4].startswith("sa_linkedin_")
+    assert str(uuid.UUID(account[4])) == account[4]  # the managed account id, a UUID as UniPost gives
     assert "Reconnect LinkedIn" in {b["text"] for f in demo.forms() for b in f.buttons}
 
     # The fake's signed webhook follows 0.2 s later: accepted, and nothing is doubled.

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -57,12 +58,14 @@ def _create(client: UniPostClient, user: str = "42", **kwargs: Any) -> Any:
     return client.create_session(platform="linkedin", external_user_id=user, **kwargs)
 
 
-def test_create_and_get_over_http(client: UniPostClient, server: FakeUniPostServer) -> None:
+def test_create_and_get_over_http(
+    client: UniPostClient, fake: FakeUniPost, server: FakeUniPostServer
+) -> None:
     created = _create(client, return_url="https://site.test/back/")
     assert created.status == "pending"
-    assert created.id.startswith("cs_")
+    assert str(uuid.UUID(created.id)) == created.id  # UUIDs, as on the live server
     assert created.url.startswith(server.base_url + "/connect/linkedin?session=")
-    assert created.request_id.startswith("req_")
+    assert created.request_id == fake.request_ids[-1]
     read = client.get_session(created.id)
     assert (read.id, read.status, read.url) == (created.id, "pending", created.url)
     assert [(r.method, r.status, r.authorized) for r in server.log] == [
@@ -72,7 +75,7 @@ def test_create_and_get_over_http(client: UniPostClient, server: FakeUniPostServ
 
 
 def test_hosted_page_approve_redirects_back_and_completes(
-    client: UniPostClient, server: FakeUniPostServer
+    client: UniPostClient, fake: FakeUniPost, server: FakeUniPostServer
 ) -> None:
     created = _create(client, return_url="https://site.test/back/?ref=1")
     browser = requests.Session()
@@ -87,7 +90,8 @@ def test_hosted_page_approve_redirects_back_and_completes(
     assert answer.headers["Location"] == "https://site.test/back/?ref=1&connect_status=success"
     done = client.get_session(created.id)
     assert done.status == "completed"
-    assert done.managed_account_id.startswith("sa_linkedin_")
+    assert done.managed_account_id == fake.sessions[created.id].managed_account_id
+    assert done.managed_account_id in fake.accounts
     forged = browser.post(
         server.base_url + "/connect/linkedin",
         data={"session": created.id, "state": "guess", "action": "approve"},
@@ -112,7 +116,7 @@ def test_error_envelopes_over_http(
         _create(client)
     error: Any = caught.value
     assert (error.status, error.code, error.message) == (status, code, "nope")
-    assert error.request_id.startswith("req_")  # from the X-Request-Id header
+    assert error.request_id == fake.request_ids[-1]
 
 
 def test_wrong_key_is_401(server: FakeUniPostServer) -> None:
@@ -125,7 +129,47 @@ def test_wrong_key_is_401(server: FakeUniPostServer) -> None:
 
 def test_unknown_session_is_404(client: UniPostClient) -> None:
     with pytest.raises(NotFoundError):
-        client.get_session("cs_missing")
+        client.get_session(str(uuid.uuid4()))
+
+
+def test_unknown_route_over_http_is_a_plain_text_404(server: FakeUniPostServer) -> None:
+    answer = requests.get(
+        server.base_url + "/v2/connect/sessions", headers={"Authorization": f"Bearer {KEY}"}, timeout=5
+    )
+    assert answer.status_code == 404
+    assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert answer.text == "404 page not found\n"
+
+
+def test_repeated_delete_over_http_answers_200_twice(
+    client: UniPostClient, fake: FakeUniPost, server: FakeUniPostServer
+) -> None:
+    created = _create(client)
+    fake.approve(created.id)
+    account_id = fake.sessions[created.id].managed_account_id
+    url = f"{server.base_url}/v1/accounts/{account_id}"
+    answers = [requests.delete(url, headers={"Authorization": f"Bearer {KEY}"}, timeout=5) for _ in range(2)]
+    assert [(a.status_code, a.json()["data"]) for a in answers] == [(200, {"disconnected": True})] * 2
+    assert [d.event for d in fake.outbox] == ["account.connected", "account.disconnected"]
+
+
+@pytest.mark.parametrize(
+    ("action", "status"), [("account_owned", 409), ("plan_limit", 402), ("expired", 410)]
+)
+def test_hosted_page_failure_over_http_stays_on_unipost(
+    client: UniPostClient, server: FakeUniPostServer, action: str, status: int
+) -> None:
+    created = _create(client, return_url="https://site.test/back/")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(created.url).query).items()}
+    answer = requests.post(
+        server.base_url + "/connect/linkedin",
+        data={**query, "action": action},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert answer.status_code == status
+    assert "Location" not in answer.headers
+    assert "text/html" in answer.headers["Content-Type"]
 
 
 def test_rate_limit_carries_retry_after(client: UniPostClient, fake: FakeUniPost) -> None:
@@ -262,11 +306,33 @@ def test_approve_delivers_a_signed_webhook_with_retries(fake: FakeUniPost) -> No
     expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert headers["X-UniPost-Signature"] == expected
     assert headers["X-UniPost-Event"] == "account.connected"
+    assert headers["Content-Type"] == "application/json"
     payload = json.loads(body)
     assert payload["data"]["external_user_id"] == "u-7"
-    assert payload["event_id"]
+    assert list(payload) == ["event", "timestamp", "data"]  # account.* events carry no event_id
     [result] = server.webhooks.results
-    assert (result.ok, result.attempts, result.status) == (True, 2, 200)
+    assert (result.ok, result.attempts, result.status, result.event_id) == (True, 2, 200, "")
+
+
+def test_token_refresh_failure_is_delivered_over_http(fake: FakeUniPost) -> None:
+    receiver = _Receiver(answers=[])
+    server = FakeUniPostServer(fake, webhook_url=receiver.url, webhook_delay=0)
+    assert server.webhooks is not None
+    try:
+        server.start()
+        created = _create(UniPostClient(KEY, server.base_url), user="u-8")
+        fake.approve(created.id)
+        account_id = fake.sessions[created.id].managed_account_id or ""
+        fake.fail_token_refresh(account_id, reason="decrypt_failed")
+        assert server.webhooks.wait(5)
+    finally:
+        server.stop()
+        receiver.close()
+    # Each delivery runs in its own thread: they may arrive in either order.
+    payloads = {p["event"]: p for p in (json.loads(body) for _, body in receiver.received)}
+    assert sorted(payloads) == ["account.connected", "account.disconnected"]
+    assert payloads["account.disconnected"]["data"]["reason"] == "decrypt_failed"
+    assert payloads["account.disconnected"]["data"]["external_user_id"] == "u-8"
 
 
 def test_stop_closes_kept_alive_connections(fake: FakeUniPost) -> None:

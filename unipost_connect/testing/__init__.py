@@ -8,12 +8,28 @@ Typical use in a site's tests::
     with fake.mock():
         ...  # requests to the fake's base URL are answered by the fake
 
+Beyond approve / deny / error, a test can make the hosted page fail without a way back
+(``fake.fail_on_hosted_page(session_id, "account_owned" | "plan_limit" | "expired")``),
+disconnect an account (``fake.disconnect(account_id)``) or have its token refresh fail
+(``fake.fail_token_refresh(account_id, reason="refresh_failed")``).
+
 ``responses`` must be installed (it is in the ``test`` extra).
 """
 
-from .fake import FakeAccount, FakeResponse, FakeSession, FakeUniPost, WebhookDelivery, build_webhook
+from .fake import (
+    HOSTED_FAILURES,
+    REFRESH_FAILURE_REASONS,
+    FakeAccount,
+    FakeResponse,
+    FakeSession,
+    FakeUniPost,
+    WebhookDelivery,
+    build_webhook,
+)
 
 __all__ = [
+    "HOSTED_FAILURES",
+    "REFRESH_FAILURE_REASONS",
     "FakeAccount",
     "FakeResponse",
     "FakeSession",

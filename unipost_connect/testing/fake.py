@@ -5,6 +5,11 @@ One :class:`FakeUniPost` answers API calls and serves the hosted page through
 (:meth:`FakeUniPost.mock`), the live fake inside the example project
 (:mod:`unipost_connect.testing.live`) and a standalone HTTP server
 (:mod:`unipost_connect.testing.server`), so tests and demo tell one story.
+
+It follows the live server where the contract says the live server differs from the
+reference page: ids are UUIDs, ``account.*`` webhooks carry no ``event_id``, a 401 from
+the authentication layer has a short body, and an unknown route answers a plain-text
+404 page.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import re
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,10 +33,40 @@ from ..webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, compute_
 
 SESSION_LIFETIME = timedelta(minutes=30)
 OAUTH_FREE_PLATFORMS = {"bluesky"}  # app passwords: no platform credentials involved
+MAX_EXTERNAL_USER_ID_BYTES = 256
+ACCOUNTS_LIMIT = 100  # the page size GET /v1/accounts reports in meta.limit
+DEFAULT_ERROR_REASON = "token_exchange_failed"
+#: Reasons of ``account.disconnected`` from the token-refresh worker: the account is kept,
+#: as ``reconnect_required``, and a new Connect session brings it back.
+REFRESH_FAILURE_REASONS = ("refresh_failed", "missing_refresh_token", "decrypt_failed")
+#: Failures the hosted page shows on UniPost's own HTML page, never redirecting back:
+#: name -> (HTTP status, title, text). The session stays pending.
+HOSTED_FAILURES: dict[str, tuple[int, str, str]] = {
+    "account_owned": (
+        409,
+        "Account already connected",
+        "This account is already connected to another user of this site.",
+    ),
+    "plan_limit": (
+        402,
+        "Plan limit reached",
+        "This workspace's plan does not allow another connected account.",
+    ),
+    "expired": (
+        410,
+        "Connect session expired",
+        "This connect session expired while you were away. Start again from the site.",
+    ),
+}
+_STRING_FIELDS = ("platform", "profile_id", "external_user_id", "external_user_email", "return_url")
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
 
 
 @dataclass
@@ -65,8 +101,9 @@ class FakeSession:
             data["external_user_email"] = self.external_user_email
         if self.return_url:
             data["return_url"] = self.return_url
-        if self.status == "completed":
+        if self.status in ("completed", "cancelled"):
             data["completed_at"] = _iso(self.completed_at)
+        if self.status == "completed":
             data["completed_social_account_id"] = self.managed_account_id
             data["managed_account_id"] = self.managed_account_id
         return data
@@ -74,13 +111,18 @@ class FakeSession:
 
 @dataclass
 class FakeAccount:
+    """A managed account. ``status``: ``active``, ``reconnect_required`` (listed) or
+    ``disconnected`` (no longer listed)."""
+
     id: str
     platform: str
     external_user_id: str
-    account_name: str
+    account_name: str | None
     profile_id: str
     connected_at: datetime
     status: str = "active"
+    connection_type: str = "managed"
+    disconnected_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -88,8 +130,9 @@ class FakeAccount:
             "platform": self.platform,
             "account_name": self.account_name,
             "status": self.status,
-            "connection_type": "managed",
+            "connection_type": self.connection_type,
             "external_user_id": self.external_user_id,
+            "profile_id": self.profile_id,
             "connected_at": _iso(self.connected_at),
         }
 
@@ -116,7 +159,9 @@ class WebhookDelivery:
 
     def django_client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``django.test.Client.post(url, **kwargs)``."""
-        return {"data": self.body, "content_type": "application/json", "headers": dict(self.headers)}
+        # The content type travels as ``content_type``; the other headers as they are.
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "content-type"}
+        return {"data": self.body, "content_type": "application/json", "headers": headers}
 
 
 def build_webhook(
@@ -130,17 +175,18 @@ def build_webhook(
 ) -> WebhookDelivery:
     """Build a webhook body and its headers, signed with ``secret`` as UniPost signs it.
 
-    Pass ``event_id=""`` to build an older-style delivery without one.
+    ``account.*`` events come without ``event_id`` from the live server, so none is sent
+    unless ``event_id`` is given (post events carry one). Body keys come in the live
+    order: event, [event_id], timestamp, data.
     """
     payload: dict[str, Any] = {"event": event}
-    if event_id is None:
-        event_id = "evt_" + secrets.token_hex(8)
     if event_id:
         payload["event_id"] = event_id
     payload["timestamp"] = _iso(timestamp or datetime.now(UTC))
     payload["data"] = dict(data)
     body = json.dumps(payload).encode()
     headers = {
+        "Content-Type": "application/json",
         SIGNATURE_HEADER: compute_signature(body, secret),
         EVENT_HEADER: event,
     }
@@ -153,10 +199,13 @@ def build_webhook(
 class _Fault:
     endpoint: str | None
     status: int
-    body: bytes | None
+    body: bytes | None  # None: an error envelope built when answering (it has the request id)
     headers: dict[str, str]
     exception: BaseException | None
     remaining: int
+    code: str = ""
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FakeUniPost:
@@ -165,7 +214,13 @@ class FakeUniPost:
     Endpoints (``endpoint`` names used by :meth:`fail_next`): ``create``
     (``POST /v1/connect/sessions``), ``get`` (``GET /v1/connect/sessions/{id}``),
     ``accounts`` (``GET /v1/accounts``), ``delete`` (``DELETE /v1/accounts/{id}``),
-    and the hosted page under ``/connect/<platform>``.
+    and the hosted page under ``/connect/<platform>``. Any other path answers a
+    plain-text 404 page, as the live server's router does.
+
+    What the end user does on the hosted page: :meth:`approve`, :meth:`deny`,
+    :meth:`error` (back to the site, session still pending) and
+    :meth:`fail_on_hosted_page` (UniPost's own error page, no way back). What UniPost
+    does later: :meth:`disconnect` and :meth:`fail_token_refresh`.
     """
 
     def __init__(
@@ -197,6 +252,7 @@ class FakeUniPost:
         self.accounts: dict[str, FakeAccount] = {}
         self.outbox: list[WebhookDelivery] = []
         self.requests: list[tuple[str, str]] = []  # (method, path) of every API call
+        self.request_ids: list[str] = []  # the X-Request-Id of every API answer, in order
         self.on_webhook: Callable[[WebhookDelivery], None] | None = None
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
@@ -229,26 +285,23 @@ class FakeUniPost:
 
         Give ``exception`` (e.g. ``requests.ConnectTimeout()``) to fail the transport,
         ``body`` for a raw body (an HTML 502 page), or ``code``/``message`` for an error
-        envelope (the default, built from ``status``).
+        envelope (the default, built from ``status``; a 401 gets the authentication
+        layer's short body). An ``X-Request-Id`` in ``headers`` is also the envelope's
+        ``request_id``.
         """
-        raw: bytes | None
-        if body is not None:
-            raw = body.encode() if isinstance(body, str) else body
-        elif exception is None:
-            raw = None
-            code = code or _default_code(status)
-            envelope = {
-                "error": {
-                    "code": code,
-                    "normalized_code": code.lower(),
-                    "message": message or f"Injected {status}",
-                },
-            }
-            raw = json.dumps(envelope).encode()
-        else:
-            raw = None
+        raw = (body.encode() if isinstance(body, str) else body) if body is not None else None
+        fault = _Fault(
+            endpoint,
+            status,
+            raw,
+            dict(headers or {}),
+            exception,
+            times,
+            code=code or _default_code(status),
+            message=message or f"Injected {status}",
+        )
         with self._lock:
-            self._faults.append(_Fault(endpoint, status, raw, dict(headers or {}), exception, times))
+            self._faults.append(fault)
 
     def rate_limit_next(
         self, endpoint: str | None = None, retry_after: int | None = 1, times: int = 1
@@ -257,6 +310,12 @@ class FakeUniPost:
         self.fail_next(
             endpoint, 429, code="RATE_LIMITED", message="Rate limit exceeded", headers=headers, times=times
         )
+        with self._lock:  # the live 429 body adds advice (see the contract's examples)
+            self._faults[-1].extra = {
+                "hint": "Wait for the Retry-After window to pass, then retry the request.",
+                "next_action": "wait_and_retry",
+                "is_retriable": True,
+            }
 
     def _take_fault(self, endpoint: str) -> _Fault | None:
         with self._lock:
@@ -267,6 +326,17 @@ class FakeUniPost:
                         self._faults.remove(fault)
                     return fault
         return None
+
+    def _fault_response(self, fault: _Fault, request_id: str) -> FakeResponse:
+        if fault.exception is not None:
+            raise fault.exception
+        # A request id given in the headers is the one the body carries too.
+        given = [v for k, v in fault.headers.items() if k.lower() == "x-request-id"]
+        request_id = given[0] if given else request_id
+        if fault.body is not None:
+            return FakeResponse(fault.status, fault.body, {"X-Request-Id": request_id, **fault.headers})
+        answer = self._error(fault.status, fault.code, fault.message, request_id, **fault.extra)
+        return FakeResponse(answer.status, answer.body, {**answer.headers, **fault.headers})
 
     # -- the HTTP surface ------------------------------------------------------------
 
@@ -285,30 +355,45 @@ class FakeUniPost:
             time.sleep(self.latency)
         if path.startswith("/connect/"):
             return self._hosted_page(method, path, query, body)
-        endpoint, arg = _route(method, path)
-        request_id = "req_" + secrets.token_hex(6)
         self.requests.append((method, path))
-        fault = self._take_fault(endpoint) if endpoint else None
+        answer = self._api(method, path, query, headers, body)
+        request_id = answer.headers.get("X-Request-Id")
+        if request_id:
+            with self._lock:
+                self.request_ids.append(request_id)
+        return answer
+
+    def _api(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> FakeResponse:
+        endpoint, arg = _route(method, path)
+        request_id = _new_id()
+        if endpoint is None:
+            # The router's own page: not JSON, so a wrong base URL is not "not found".
+            return FakeResponse(
+                404,
+                b"404 page not found\n",
+                {"Content-Type": "text/plain; charset=utf-8", "X-Request-Id": request_id},
+            )
+        fault = self._take_fault(endpoint)
         if fault is not None:
-            if fault.exception is not None:
-                raise fault.exception
-            headers = {"X-Request-Id": request_id, **fault.headers}
-            return FakeResponse(fault.status, fault.body or b"", headers)
+            return self._fault_response(fault, request_id)
         if headers.get("authorization") != f"Bearer {self.api_key}":
-            return self._error(401, "UNAUTHORIZED", "Missing or invalid API key.", request_id)
+            return self._error(401, "UNAUTHORIZED", "Invalid or missing API key", request_id)
         if endpoint == "create":
             return self._create(body, request_id)
         if endpoint == "get":
             return self._get(arg, request_id)
         if endpoint == "accounts":
-            ext = parse_qs(query).get("external_user_id", [None])[0]
-            return self._list_accounts(ext, request_id)
-        if endpoint == "delete":
-            return self._delete_account(arg, request_id)
-        return self._error(404, "NOT_FOUND", "No such endpoint.", request_id)
+            filters = {k: v[0] for k, v in parse_qs(query).items()}
+            return self._list_accounts(filters, request_id)
+        return self._delete_account(arg, request_id)
 
-    def _ok(self, status: int, data: Any, request_id: str) -> FakeResponse:
-        payload = {"data": data, "request_id": request_id} if self.envelope else data
+    def _ok(self, status: int, data: Any, request_id: str, **beside: Any) -> FakeResponse:
+        if self.envelope:
+            payload: Any = {"data": data, **beside, "request_id": request_id}
+        else:
+            payload = {"data": data, **beside} if beside else data
         return FakeResponse(
             status,
             json.dumps(payload).encode(),
@@ -316,10 +401,15 @@ class FakeUniPost:
         )
 
     def _error(self, status: int, code: str, message: str, request_id: str, **extra: Any) -> FakeResponse:
-        payload = {
-            "error": {"code": code, "normalized_code": code.lower(), "message": message, **extra},
-            "request_id": request_id,
-        }
+        payload: dict[str, Any]
+        if status == 401:
+            # The authentication layer answers before the API's error writer runs.
+            payload = {"error": {"code": code, "message": message}}
+        else:
+            payload = {
+                "error": {"code": code, "normalized_code": code.lower(), "message": message, **extra},
+                "request_id": request_id,
+            }
         return FakeResponse(
             status,
             json.dumps(payload).encode(),
@@ -328,27 +418,29 @@ class FakeUniPost:
 
     def _create(self, body: bytes, request_id: str) -> FakeResponse:
         try:
-            data = json.loads(body or b"{}")
+            data = json.loads(body)
         except ValueError:
             data = None
-        if not isinstance(data, dict):
-            return self._error(422, "VALIDATION_ERROR", "Request body must be a JSON object.", request_id)
-        platform = str(data.get("platform") or "").strip().lower()
+        if not isinstance(data, dict) or not _body_types_ok(data):
+            return self._error(422, "VALIDATION_ERROR", "Invalid request body", request_id)
+        platform = (data.get("platform") or "").strip().lower()
         if platform not in ALL_PLATFORMS:
             return self._error(
                 422, "VALIDATION_ERROR", f"platform must be one of {' '.join(ALL_PLATFORMS)}", request_id
             )
-        external_user_id = str(data.get("external_user_id") or "").strip()
-        if not 1 <= len(external_user_id) <= 256:
+        external_user_id = (data.get("external_user_id") or "").strip()
+        # The server counts UTF-8 bytes, not characters.
+        size = len(external_user_id.encode("utf-8", "surrogatepass"))
+        if not 1 <= size <= MAX_EXTERNAL_USER_ID_BYTES:
             return self._error(
-                422, "VALIDATION_ERROR", "external_user_id is required (1-256 characters)", request_id
+                422, "VALIDATION_ERROR", "external_user_id is required (1-256 bytes)", request_id
             )
         return_url = data.get("return_url")
         if return_url is not None:
-            parts = urlsplit(str(return_url))
+            parts = urlsplit(return_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 return self._error(422, "VALIDATION_ERROR", "return_url must be an http(s) URL", request_id)
-        profile_id = data.get("profile_id")
+        profile_id = (data.get("profile_id") or "").strip() or None
         if profile_id is None and len(self.profiles) > 1:
             return self._error(
                 422, "VALIDATION_ERROR", "Workspace has multiple profiles; include profile_id", request_id
@@ -362,7 +454,7 @@ class FakeUniPost:
                 f"connecting {platform} accounts requires a paid plan — upgrade at unipost.dev/pricing",
                 request_id,
             )
-        quickstart = bool(data.get("allow_quickstart_creds", False))
+        quickstart = bool(data.get("allow_quickstart_creds"))
         if (
             platform not in OAUTH_FREE_PLATFORMS
             and not quickstart
@@ -376,7 +468,7 @@ class FakeUniPost:
                 request_id,
             )
         now = self.now()
-        session_id = "cs_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+        session_id = _new_id()
         state = secrets.token_urlsafe(32)
         query = urlencode({"session": session_id, "state": state})
         session = FakeSession(
@@ -402,24 +494,23 @@ class FakeUniPost:
             return self._error(404, "NOT_FOUND", "Connect session not found", request_id)
         return self._ok(200, session.as_json(), request_id)
 
-    def _list_accounts(self, external_user_id: str | None, request_id: str) -> FakeResponse:
+    def _list_accounts(self, filters: Mapping[str, str], request_id: str) -> FakeResponse:
+        wanted = {k: filters[k] for k in ("external_user_id", "platform", "profile_id") if k in filters}
         with self._lock:
-            accounts = [
-                a.as_json()
-                for a in self.accounts.values()
-                if a.status != "disconnected"
-                and (external_user_id is None or a.external_user_id == external_user_id)
+            matches = [
+                account.as_json()
+                for account in self.accounts.values()
+                if account.status != "disconnected"
+                and all(getattr(account, name) == value for name, value in wanted.items())
             ]
-        return self._ok(200, accounts, request_id)
+        meta = {"total": len(matches), "limit": ACCOUNTS_LIMIT}
+        return self._ok(200, matches[:ACCOUNTS_LIMIT], request_id, meta=meta)
 
     def _delete_account(self, account_id: str, request_id: str) -> FakeResponse:
-        with self._lock:
-            account = self.accounts.get(account_id)
-            if account is None or account.status == "disconnected":
-                return self._error(404, "NOT_FOUND", "Account not found", request_id)
-            account.status = "disconnected"
-        self._emit("account.disconnected", {"social_account_id": account.id, "platform": account.platform})
-        return self._ok(200, {"id": account.id, "status": "disconnected"}, request_id)
+        if self.accounts.get(account_id) is None:
+            return self._error(404, "NOT_FOUND", "Account not found", request_id)
+        self.disconnect(account_id)
+        return self._ok(200, {"disconnected": True}, request_id)
 
     # -- the state machine -------------------------------------------------------------
 
@@ -432,7 +523,11 @@ class FakeUniPost:
             return session
 
     def approve(self, session_id: str, *, account_name: str | None = None) -> str | None:
-        """The user authorizes on the hosted page. Returns where the browser goes next."""
+        """The user authorizes on the hosted page. Returns where the browser goes next.
+
+        On OAuth platforms the end user's managed account on that profile and platform
+        is reused (the same id, back to ``active``, ``connected_at`` kept).
+        """
         with self._lock:
             session = self._pending(session_id)
             account = self._account_for(session, account_name)
@@ -447,23 +542,104 @@ class FakeUniPost:
                 "platform": account.platform,
                 "account_name": account.account_name,
                 "external_user_id": account.external_user_id,
-                "connection_type": "managed",
+                "connection_type": account.connection_type,
             },
         )
         return self._return_to(session, connect_status="success")
 
-    def deny(self, session_id: str) -> str | None:
-        """The user refuses consent (``access_denied``): the session is cancelled."""
+    def deny(self, session_id: str, *, error_description: str | None = None) -> str | None:
+        """The user refuses consent (the provider's ``access_denied``): the session is
+        cancelled. The reason is the provider's ``error_description`` when it sends one."""
         with self._lock:
             session = self._pending(session_id)
             session.status = "cancelled"
-        return self._return_to(session, connect_status="cancelled", reason="access_denied")
+            session.completed_at = self.now()
+        return self._return_to(
+            session, connect_status="cancelled", reason=error_description or "access_denied"
+        )
 
-    def error(self, session_id: str, reason: str = "server_error") -> str | None:
-        """An authorization error other than refusal: the session stays pending."""
+    def error(self, session_id: str, reason: str = DEFAULT_ERROR_REASON) -> str | None:
+        """An authorization error other than refusal: back to the site with
+        ``connect_status=error&reason=<reason>``; the session stays pending (the user may
+        try again). Reasons seen: ``token_exchange_failed``, ``profile_fetch_failed``,
+        ``facebook_…`` codes, a platform's own error text."""
         with self._lock:
             session = self._pending(session_id)
         return self._return_to(session, connect_status="error", reason=reason)
+
+    def fail_on_hosted_page(self, session_id: str, failure: str) -> FakeResponse:
+        """The flow ends on UniPost's own HTML error page and never redirects back.
+
+        ``failure`` is one of :data:`HOSTED_FAILURES`: ``"account_owned"`` (409, the
+        provider account is already owned by another external user), ``"plan_limit"``
+        (402, a plan cap), ``"expired"`` (410, the session expired while the user was on
+        the provider's page). Returns the page the browser shows. The session stays
+        pending and no webhook is sent; for ``"expired"`` its deadline is moved to now,
+        so the next read answers ``expired`` (lazy expiry, as on the live server).
+        """
+        if failure not in HOSTED_FAILURES:
+            raise ValueError(f"unknown hosted-page failure {failure!r}; one of {sorted(HOSTED_FAILURES)}")
+        status, title, text = HOSTED_FAILURES[failure]
+        with self._lock:
+            session = self._pending(session_id)
+            if failure == "expired":
+                session.expires_at = min(session.expires_at, self.now())
+        return _page(status, title, text)
+
+    def disconnect(self, account_id: str) -> WebhookDelivery | None:
+        """The account is disconnected (a ``DELETE`` or the dashboard): it is no longer
+        listed and ``account.disconnected`` (``user_initiated``) is sent. Again: nothing
+        happens and None is returned."""
+        with self._lock:
+            account = self.accounts[account_id]
+            if account.status == "disconnected":
+                return None
+            account.status = "disconnected"
+            account.disconnected_at = at = self.now()
+        return self._emit(
+            "account.disconnected",
+            {
+                "social_account_id": account.id,
+                "platform": account.platform,
+                "profile_id": account.profile_id,
+                "account_name": account.account_name,
+                "disconnected_at": _iso(at),
+                "reason": "user_initiated",
+            },
+            at,
+        )
+
+    def fail_token_refresh(self, account_id: str, reason: str = "refresh_failed") -> WebhookDelivery:
+        """UniPost's token-refresh worker cannot refresh the account's token.
+
+        ``reason`` is one of :data:`REFRESH_FAILURE_REASONS`. The account stays listed,
+        with status ``reconnect_required``, and ``account.disconnected`` is sent with the
+        reason (and, as that worker sends it, ``external_user_id`` and
+        ``connection_type``). Approving a new session for the same end user and platform
+        (OAuth platforms) brings the same account back to ``active``.
+        """
+        if reason not in REFRESH_FAILURE_REASONS:
+            raise ValueError(f"unknown refresh failure {reason!r}; one of {REFRESH_FAILURE_REASONS}")
+        with self._lock:
+            account = self.accounts[account_id]
+            if account.status != "active":
+                raise ValueError(f"fake account {account_id} is {account.status}, not active")
+            account.status = "reconnect_required"
+            at = self.now()
+        return self._emit(
+            "account.disconnected",
+            {
+                "social_account_id": account.id,
+                "platform": account.platform,
+                "profile_id": account.profile_id,
+                "account_name": account.account_name,
+                "external_user_id": account.external_user_id,
+                "connection_type": account.connection_type,
+                "disconnected_at": _iso(at),
+                "reason": reason,
+            },
+            at,
+        )
 
     def _pending(self, session_id: str) -> FakeSession:
         session = self.get_session(session_id)
@@ -474,23 +650,28 @@ class FakeUniPost:
         return session
 
     def _account_for(self, session: FakeSession, account_name: str | None) -> FakeAccount:
-        # OAuth platforms reuse the managed account of the same end user; Bluesky may not.
+        profile_id = session.profile_id or ""
+        # OAuth platforms reuse the managed account keyed on (profile, platform, external
+        # user id), keeping its id and connected_at; Bluesky may give one user several.
         if session.platform not in OAUTH_FREE_PLATFORMS:
             for account in self.accounts.values():
-                same_user = account.external_user_id == session.external_user_id
-                if same_user and account.platform == session.platform:
+                if (account.profile_id, account.platform, account.external_user_id) == (
+                    profile_id,
+                    session.platform,
+                    session.external_user_id,
+                ):
                     account.status = "active"
-                    account.connected_at = self.now()
+                    account.disconnected_at = None
                     if account_name:
                         account.account_name = account_name
                     return account
         account = FakeAccount(
-            id=f"sa_{session.platform}_{secrets.token_hex(4)}",
+            id=_new_id(),
             platform=session.platform,
             external_user_id=session.external_user_id,
             account_name=account_name
             or f"{PLATFORM_LABELS[session.platform]} user {session.external_user_id}",
-            profile_id=session.profile_id or "",
+            profile_id=profile_id,
             connected_at=self.now(),
         )
         self.accounts[account.id] = account
@@ -511,12 +692,13 @@ class FakeUniPost:
         """A delivery signed with this fake's secret (see :func:`build_webhook`)."""
         return build_webhook(event, data, self.webhook_secret, timestamp=self.now(), **kwargs)
 
-    def _emit(self, event: str, data: Mapping[str, Any]) -> None:
-        delivery = self.webhook(event, data)
+    def _emit(self, event: str, data: Mapping[str, Any], at: datetime | None = None) -> WebhookDelivery:
+        delivery = build_webhook(event, data, self.webhook_secret, timestamp=at or self.now())
         with self._lock:
             self.outbox.append(delivery)
         if self.on_webhook is not None:
             self.on_webhook(delivery)
+        return delivery
 
     # -- the hosted page ------------------------------------------------------------------
 
@@ -535,7 +717,7 @@ class FakeUniPost:
             return _hosted_form(session)
         if method != "POST":
             return _page(405, "Method not allowed", "Use the buttons on the page.")
-        action = params.get("action")
+        action = params.get("action", "")
         if action in ("approve", "approve_stay"):
             target = self.approve(session.id, account_name=params.get("account_name") or None)
             if action == "approve_stay":  # like UniPost's own success page: no way back
@@ -543,9 +725,11 @@ class FakeUniPost:
         elif action == "deny":
             target = self.deny(session.id)
         elif action == "error":
-            target = self.error(session.id)
+            target = self.error(session.id, (params.get("reason") or DEFAULT_ERROR_REASON)[:200])
+        elif action in HOSTED_FAILURES:
+            return self.fail_on_hosted_page(session.id, action)
         else:
-            return _page(400, "Unknown action", "Choose Approve, Deny or Error.")
+            return _page(400, "Unknown action", "Choose one of the buttons on the page.")
         if target is None:
             text = f"The connect session is now {session.status}. You can close this page."
             return _page(200, "Done", text)
@@ -582,6 +766,15 @@ class FakeUniPost:
         with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
             self.install(rsps)
             yield rsps
+
+
+def _body_types_ok(data: Mapping[str, Any]) -> bool:
+    """The create body's JSON types (null counts as absent, as Go's decoder has it)."""
+    for name in _STRING_FIELDS:
+        if data.get(name) is not None and not isinstance(data[name], str):
+            return False
+    quickstart = data.get("allow_quickstart_creds")
+    return quickstart is None or isinstance(quickstart, bool)
 
 
 def _route(method: str, path: str) -> tuple[str | None, str]:
@@ -628,6 +821,23 @@ def _hosted_form(session: FakeSession) -> FakeResponse:
         f"<input type='hidden' name='session' value='{html.escape(session.id)}'>"
         f"<input type='hidden' name='state' value='{html.escape(session.state)}'>"
     )
+    reasons = (
+        (DEFAULT_ERROR_REASON, "Token exchange failed"),
+        ("profile_fetch_failed", "Profile fetch failed"),
+        (f"{label} is temporarily unavailable", "The platform's own error text"),
+    )
+    options = "".join(
+        f"<option value='{html.escape(value)}'>{html.escape(text)}</option>" for value, text in reasons
+    )
+    failures = (
+        ("account_owned", "Account owned by another user"),
+        ("plan_limit", "Plan limit reached"),
+        ("expired", "Session expired meanwhile"),
+    )
+    failure_buttons = "".join(
+        f"<button type='submit' name='action' value='{value}'>{html.escape(text)}</button>"
+        for value, text in failures
+    )
     form = (
         f"<form method='post'>{hidden}"
         "<p><label for='account_name'>Account name</label> "
@@ -635,7 +845,10 @@ def _hosted_form(session: FakeSession) -> FakeResponse:
         "<button type='submit' name='action' value='approve'>Approve</button>"
         "<button type='submit' name='action' value='deny'>Deny</button>"
         "<button type='submit' name='action' value='error'>Error</button>"
+        "<p><label for='reason'>Error reason</label> "
+        f"<select id='reason' name='reason'>{options}</select></p>"
         "<p><button type='submit' name='action' value='approve_stay'>Approve without returning</button>"
-        " (the site learns of it by webhook only)</p></form>"
+        " (the site learns of it by webhook only)</p>"
+        f"<p>Failures shown on this page, with no way back to the site: {failure_buttons}</p></form>"
     )
     return _page(200, f"Connect your {label} account", f"A site asks to connect your {label} account.", form)

@@ -6,9 +6,11 @@ Include these URLs under a prefix and point ``UNIPOST_CONNECT['API_BASE_URL']`` 
     UNIPOST_CONNECT["API_BASE_URL"] = "http://127.0.0.1:8000/fake-unipost"
 
 The fake keeps its state in this process's memory, so serve the demo from one process
-(``runserver`` is fine; it is threaded). After the hosted page completes, the fake POSTs
-a signed ``account.connected`` webhook to ``settings.UNIPOST_FAKE_WEBHOOK_URL`` (default:
-this site's ``unipost_connect:webhook`` URL on the API base's host), as UniPost does.
+(``runserver`` is fine; it is threaded). After the hosted page completes (or an account is
+disconnected), the fake POSTs a signed ``account.connected`` (``account.disconnected``)
+webhook to ``settings.UNIPOST_FAKE_WEBHOOK_URL`` (default: this site's
+``unipost_connect:webhook`` URL on the API base's host), as UniPost does. A path the fake
+does not serve answers a plain-text 404 page, like the live server's router.
 """
 
 from __future__ import annotations

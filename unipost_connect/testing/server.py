@@ -18,8 +18,10 @@ The server speaks HTTP/1.1 with keep-alive and counts the TCP connections it acc
 (:attr:`FakeUniPostServer.connections_accepted`), so a benchmark can show that a client
 reuses its connections. A transport failure injected with
 ``fake.fail_next(exception=...)`` resets the connection (TCP RST, no answer), as a
-crashing proxy would. When the hosted page completes, the signed webhook is POSTed to
-``webhook_url`` after ``webhook_delay`` seconds, with UniPost's retries.
+crashing proxy would. Every webhook the fake emits (a completed hosted page, a
+``DELETE``, ``fake.fail_token_refresh(...)``) is POSTed to ``webhook_url`` after
+``webhook_delay`` seconds, with UniPost's retries and without ``event_id``, as the live
+worker sends ``account.*`` events.
 
 Nothing here logs the API key, request bodies or the hosted page's ``state``.
 """
@@ -66,7 +68,10 @@ def redact(text: str) -> str:
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    """How one webhook delivery ended: the last answer's status, or the transport error."""
+    """How one webhook delivery ended: the last answer's status, or the transport error.
+
+    ``event_id`` is empty for ``account.*`` events, which carry none.
+    """
 
     event: str
     event_id: str
