@@ -78,7 +78,9 @@ def test_return_webhook_and_reconcile_at_once_complete_once(
     fake.approve(session.unipost_session_id, account_name="Alex")
     (delivery,) = fake.outbox
     account_id = delivery.payload["data"]["social_account_id"]
-    resent = fake.webhook("account.connected", delivery.payload["data"])  # another event id
+    resent = fake.webhook(
+        "account.connected", delivery.payload["data"], event_id="evt_resent"
+    )  # another event
 
     def work(i: int) -> Any:
         mine = fresh(session)

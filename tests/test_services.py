@@ -3,7 +3,7 @@ sessions, reconciling against the fake, and signals only after commit."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest

@@ -17,8 +17,8 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from tests.helpers import go_back, record_signals, start
-from unipost_connect.models import ConnectedAccount, ConnectSession
 from unipost_connect import services
+from unipost_connect.models import ConnectedAccount, ConnectSession
 from unipost_connect.testing import FakeUniPost
 from unipost_connect.testing.server import FakeUniPostServer
 
