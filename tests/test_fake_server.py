@@ -335,6 +335,79 @@ def test_token_refresh_failure_is_delivered_over_http(fake: FakeUniPost) -> None
     assert payloads["account.disconnected"]["data"]["external_user_id"] == "u-8"
 
 
+def _control(server: FakeUniPostServer, method: str, path: str, key: str = KEY, **kwargs: Any) -> Any:
+    return requests.request(
+        method, server.base_url + path, headers={"Authorization": f"Bearer {key}"}, timeout=5, **kwargs
+    )
+
+
+def test_control_fail_refresh_over_http(
+    client: UniPostClient, fake: FakeUniPost, server: FakeUniPostServer
+) -> None:
+    """The fake-only route behind the load run's token-refresh failures."""
+    created = _create(client, user="u-9")
+    fake.approve(created.id)
+    account_id = fake.sessions[created.id].managed_account_id or ""
+    path = f"/_fake/accounts/{account_id}/fail-refresh"
+    assert _control(server, "POST", path, key="up_test_other").status_code == 401
+    assert _control(server, "POST", path, data={"reason": "bogus"}).status_code == 422
+    assert fake.accounts[account_id].status == "active"  # refused calls change nothing
+    answer = _control(server, "POST", path, json={"reason": "decrypt_failed"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"] == {
+        "account": fake.accounts[account_id].as_json(),
+        "event": "account.disconnected",
+    }
+    assert fake.accounts[account_id].status == "reconnect_required"
+    assert fake.outbox[-1].payload["data"]["reason"] == "decrypt_failed"
+    again = _control(server, "POST", path)  # no longer active: refused, no second webhook
+    assert again.status_code == 409
+    assert len(fake.outbox) == 2
+    assert _control(server, "POST", f"/_fake/accounts/{uuid.uuid4()}/fail-refresh").status_code == 404
+    # A reconnect brings the same account back; the control routes never reach the API's log.
+    second = _create(client, user="u-9")
+    fake.approve(second.id)
+    assert fake.sessions[second.id].managed_account_id == account_id
+    assert fake.accounts[account_id].status == "active"
+    assert not any(path.startswith("/_fake/") for _, path in fake.requests)
+
+
+def test_control_lists_accounts_sessions_and_webhooks(
+    client: UniPostClient, fake: FakeUniPost, server: FakeUniPostServer
+) -> None:
+    first = _create(client, user="u-1")
+    _create(client, user="u-2")
+    fake.approve(first.id)
+    account_id = fake.sessions[first.id].managed_account_id
+    fake.disconnect(account_id or "")
+    accounts = _control(server, "GET", "/_fake/accounts").json()["data"]
+    assert [(a["id"], a["status"]) for a in accounts] == [(account_id, "disconnected")]
+    sessions = _control(server, "GET", "/_fake/sessions", params={"external_user_id": "u-1"}).json()
+    assert [(s["id"], s["status"]) for s in sessions["data"]] == [(first.id, "completed")]
+    assert len(_control(server, "GET", "/_fake/sessions").json()["data"]) == 2
+    assert _control(server, "GET", "/_fake/sessions", params={"platform": "twitter"}).json()["data"] == []
+    # No webhook_url: the fake emitted two events and delivered none.
+    assert _control(server, "GET", "/_fake/webhooks").json()["data"] == {"emitted": 2}
+    assert _control(server, "GET", "/_fake/nothing").status_code == 404
+    assert _control(server, "GET", "/_fake/accounts", key="").status_code == 401
+
+
+def test_control_webhooks_counts_deliveries(fake: FakeUniPost) -> None:
+    receiver = _Receiver(answers=[])
+    server = FakeUniPostServer(fake, webhook_url=receiver.url, webhook_delay=0)
+    assert server.webhooks is not None
+    try:
+        server.start()
+        created = _create(UniPostClient(KEY, server.base_url), user="u-3")
+        fake.approve(created.id)
+        assert server.webhooks.wait(5)
+        summary = _control(server, "GET", "/_fake/webhooks").json()["data"]
+    finally:
+        server.stop()
+        receiver.close()
+    assert summary == {"emitted": 1, "started": 1, "finished": 1, "delivered": 1, "failed": 0, "in_flight": 0}
+
+
 def test_stop_closes_kept_alive_connections(fake: FakeUniPost) -> None:
     server = FakeUniPostServer(fake).start()
     client = UniPostClient(KEY, server.base_url, max_retries=0)

@@ -23,13 +23,32 @@ crashing proxy would. Every webhook the fake emits (a completed hosted page, a
 ``webhook_delay`` seconds, with UniPost's retries and without ``event_id``, as the live
 worker sends ``account.*`` events.
 
+Test control (fake-only: the live API has none of these routes). Under ``/_fake/``,
+authorised with the same ``Authorization: Bearer <api key>`` (else 401), answering
+``{"data": ...}``; they add no latency, take no injected faults and are not counted in
+``fake.requests``, so a benchmark can drive and inspect the fake from another process:
+
+- ``POST /_fake/accounts/{id}/fail-refresh`` (optional ``reason`` as a form or JSON
+  field, default ``refresh_failed``): ``fake.fail_token_refresh(id, reason)``; the
+  account becomes ``reconnect_required`` and ``account.disconnected`` is sent. 404 for
+  an unknown account, 409 when it is not active, 422 for an unknown reason.
+- ``GET /_fake/accounts``: every account with its status, ``disconnected`` ones too
+  (``GET /v1/accounts`` has no paging beyond its 100 and hides those).
+- ``GET /_fake/sessions`` (optional ``external_user_id``, ``platform``): every session the
+  fake created, lazy expiry applied, so extra creates can be counted.
+- ``GET /_fake/webhooks``: ``{"emitted", "started", "finished", "delivered", "failed",
+  "in_flight"}`` for the deliveries to ``webhook_url`` (only ``emitted`` without one), so
+  a caller can wait until the last has ended.
+
 Nothing here logs the API key, request bodies or the hosted page's ``state``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import re
 import signal
 import socket
 import socketserver
@@ -42,12 +61,12 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
 from ..redaction import redact_state
-from .fake import FakeUniPost, WebhookDelivery
+from .fake import REFRESH_FAILURE_REASONS, FakeResponse, FakeUniPost, WebhookDelivery
 
 logger = logging.getLogger("unipost_connect.testing")
 
@@ -175,6 +194,90 @@ class WebhookSender:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in threads)
 
+    def summary(self) -> dict[str, int]:
+        """Deliveries started, finished (2xx or out of attempts) and still running."""
+        with self._lock:
+            results = list(self.results)
+            started = len(self._threads)
+            running = sum(thread.is_alive() for thread in self._threads)
+        delivered = sum(result.ok for result in results)
+        return {
+            "started": started,
+            "finished": len(results),
+            "delivered": delivered,
+            "failed": len(results) - delivered,
+            "in_flight": running,
+        }
+
+
+# -- test control (fake-only routes) ------------------------------------------------------
+
+CONTROL_PREFIX = "/_fake/"
+_FAIL_REFRESH = re.compile(r"/_fake/accounts/([^/]+)/fail-refresh")
+
+
+def _control_json(status: int, payload: dict[str, Any]) -> FakeResponse:
+    return FakeResponse(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+
+def _control_error(status: int, message: str) -> FakeResponse:
+    return _control_json(status, {"error": {"code": "FAKE_CONTROL", "message": message}})
+
+
+def _form_or_json(body: bytes) -> dict[str, str]:
+    """The fields of a form or JSON object body (strings only; anything else is ignored)."""
+    text = body.decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+    return {k: v[0] for k, v in parse_qs(text).items()}
+
+
+def control_answer(
+    server: FakeUniPostServer, method: str, path: str, query: str, authorized: bool, body: bytes
+) -> FakeResponse:
+    """Answer a ``/_fake/`` test-control request (see the module docstring)."""
+    if not authorized:
+        return _control_error(401, "Invalid or missing API key")
+    fake = server.fake
+    path = path.rstrip("/")
+    match = _FAIL_REFRESH.fullmatch(path)
+    if match and method == "POST":
+        return _fail_refresh(fake, match.group(1), _form_or_json(body).get("reason") or "refresh_failed")
+    if path == "/_fake/accounts" and method == "GET":
+        with fake._lock:  # the fake's own lock: a consistent snapshot
+            accounts = [account.as_json() for account in fake.accounts.values()]
+        return _control_json(200, {"data": accounts})
+    if path == "/_fake/sessions" and method == "GET":
+        wanted = {k: v[0] for k, v in parse_qs(query).items() if k in ("external_user_id", "platform")}
+        with fake._lock:
+            ids = list(fake.sessions)
+        found = (fake.get_session(session_id) for session_id in ids)  # applies lazy expiry
+        sessions = [
+            s.as_json() for s in found if s is not None and all(getattr(s, k) == v for k, v in wanted.items())
+        ]
+        return _control_json(200, {"data": sessions})
+    if path == "/_fake/webhooks" and method == "GET":
+        sent = server.webhooks.summary() if server.webhooks is not None else {}
+        return _control_json(200, {"data": {"emitted": len(fake.outbox), **sent}})
+    return _control_error(404, f"No test-control route {method} {path}")
+
+
+def _fail_refresh(fake: FakeUniPost, account_id: str, reason: str) -> FakeResponse:
+    if reason not in REFRESH_FAILURE_REASONS:
+        return _control_error(422, f"reason must be one of {' '.join(REFRESH_FAILURE_REASONS)}")
+    account = fake.accounts.get(account_id)
+    if account is None:
+        return _control_error(404, "Account not found")
+    try:
+        delivery = fake.fail_token_refresh(account_id, reason=reason)
+    except ValueError as exc:  # not active (already failed, or disconnected)
+        return _control_error(409, str(exc))
+    return _control_json(200, {"data": {"account": account.as_json(), "event": delivery.event}})
+
 
 # -- the HTTP server --------------------------------------------------------------------
 
@@ -243,9 +346,12 @@ class _Handler(BaseHTTPRequestHandler):
             f"Bearer {owner.fake.api_key}"
         )
         try:
-            answer = owner.fake.handle(
-                self.command, parts.path or "/", query=parts.query, headers=headers, body=body
-            )
+            if (parts.path or "/").startswith(CONTROL_PREFIX):
+                answer = control_answer(owner, self.command, parts.path, parts.query, authorized, body)
+            else:
+                answer = owner.fake.handle(
+                    self.command, parts.path or "/", query=parts.query, headers=headers, body=body
+                )
         except (requests.RequestException, OSError) as exc:
             # An injected transport failure: answer nothing, reset the connection.
             owner._record(RequestRecord(self.command, parts.path, None, authorized))
