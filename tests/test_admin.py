@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.helpers import start
 from unipost_connect import services
 from unipost_connect.client import get_client
 from unipost_connect.models import ConnectedAccount, ConnectSession, WebhookEvent
@@ -469,3 +470,16 @@ def test_disconnect_through_a_wrong_base_url_marks_nothing(admin_client, fake, u
     ]
     account.refresh_from_db()
     assert account.status == "active"
+
+
+@pytest.mark.parametrize("lookup", ["url__startswith", "url__contains", "url__regex", "url"])
+def test_the_session_changelist_cannot_filter_on_the_hosted_url(
+    fake: Any, user: Any, admin_client: Any, lookup: str
+) -> None:
+    """Filtering on ``url`` would tell staff the hosted page's state one guess at a time."""
+    session = start(user)
+    prefix = session.url.split("state=")[0] + "state="
+    answer = admin_client.get("/admin/unipost_connect/connectsession/", {lookup: prefix})
+    # Django refuses a disallowed lookup (a 400, or the changelist's "?e=1" redirect).
+    assert answer.status_code in (302, 400)
+    assert str(session.pk) not in answer.content.decode()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.messages import get_messages
-from django.test import Client
+from django.test import Client, TestCase
 from django.urls import reverse
 
 from tests.helpers import SignalLog, start
@@ -84,13 +84,23 @@ def test_a_completion_never_moves_an_account_to_another_local_user(
     fake.approve(mine.unipost_session_id or "")
     services.reconcile_session(mine)
     account = ConnectedAccount.objects.get()
+    services.mark_disconnected(account)
+    before = ConnectedAccount.objects.values().get()
     # UniPost gives the other user's session the same managed account (say the site maps
     # both to one external user id at UniPost).
     theirs = start(other_user)
     answer_next_read(
         fake, theirs, status="completed", managed_account_id=account.managed_account_id, external_user_id=None
     )
-    returned = other_client.get(reverse("unipost_connect:return", kwargs={"session_id": theirs.pk}))
+    sent.calls.clear()
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        returned = other_client.get(reverse("unipost_connect:return", kwargs={"session_id": theirs.pk}))
+    # The other user's account is left exactly as it was, and nobody is told of a new one.
+    assert ConnectedAccount.objects.values().get() == before
+    assert sent.named("connect_session_completed") == []
+    assert sent.named("account_connected") == []
+    (ended,) = sent.named("connect_session_ended_without_account")
+    assert (ended["session"].pk, ended["status"]) == (theirs.pk, "completed")
     assert [str(m) for m in get_messages(returned.wsgi_request)] == [
         "This LinkedIn account is already connected to another user of this site, so it was not "
         "added to yours. Please contact the site's support."
@@ -129,11 +139,11 @@ def test_a_webhook_never_moves_an_account_to_another_local_user(
     assert f"#{user.pk}" in outcome.event.detail and f"#{other_user.pk}" in outcome.event.detail
 
 
-def test_upsert_account_keeps_the_owner(user: Any, other_user: Any) -> None:
+def test_upsert_account_of_another_user_changes_nothing(user: Any, other_user: Any) -> None:
     services.upsert_account(user_id=user.pk, managed_account_id="acc-1", platform="linkedin")
     again = services.upsert_account(
         user_id=other_user.pk, managed_account_id="acc-1", platform="linkedin", account_name="New name"
     )
     assert again.user_id == user.pk
     assert ConnectedAccount.objects.get().user_id == user.pk
-    assert again.account_name == "New name"
+    assert again.account_name == ""  # nothing changed on the other user's behalf

@@ -248,7 +248,7 @@ def test_ids_are_unique_per_problem_and_all_tested():
     declared = _declared_ids()
     # E008 is raised from two branches (not importable / not callable): one problem.
     assert sorted(set(declared)) == [
-        *(f"unipost_connect.E{n:03d}" for n in range(1, 12)),
+        *(f"unipost_connect.E{n:03d}" for n in range(1, 13)),
         *(f"unipost_connect.W{n:03d}" for n in range(1, 4)),
     ]
     assert [i for i in declared if declared.count(i) > 1] == ["unipost_connect.E008"] * 2
@@ -307,3 +307,15 @@ def test_e011_a_key_no_header_can_carry(key):
 
 def test_e011_not_for_a_plain_key():
     assert "unipost_connect.E011" not in ids(API_KEY="up_test_plain_ascii_key")
+
+
+# E012: a PROFILE_ID that cannot be stored
+
+
+@pytest.mark.parametrize("profile_id", ["p" * 129, "pr_\x00"])
+def test_e012_a_profile_id_that_cannot_be_stored(profile_id):
+    assert ids(PROFILE_ID=profile_id) == ["unipost_connect.E012"]
+
+
+def test_e012_not_for_a_uuid():
+    assert "unipost_connect.E012" not in ids(PROFILE_ID="b1e7d3c9-5a2f-4c8e-8d6b-0f4a2c9e7b15")

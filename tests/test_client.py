@@ -750,3 +750,16 @@ def test_get_client_uses_the_settings_key_on_the_wire(fake: FakeUniPost) -> None
             create(get_client())
         fake.api_key = "up_test_rotated"
         assert create(get_client()).status == "pending"
+
+
+@responses.activate
+def test_a_request_id_with_control_characters_is_not_taken() -> None:
+    responses.get(
+        "https://api.unipost.test/v1/connect/sessions/s-1",
+        json={"error": {"code": "NOT_FOUND", "message": "no"}, "request_id": "r-1\nFAKE LOG LINE"},
+        status=404,
+        headers={"X-Request-Id": "r-header"},
+    )
+    with pytest.raises(NotFoundError) as raised:
+        UniPostClient("up_test_k", "https://api.unipost.test").get_session("s-1")
+    assert raised.value.request_id == "r-header"

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from tests.helpers import start
 from unipost_connect import services
-from unipost_connect.errors import UniPostValidationError
+from unipost_connect.errors import PlanLimitError, UniPostValidationError
 from unipost_connect.models import ConnectSession
 from unipost_connect.testing import FakeUniPost
 
@@ -91,11 +91,12 @@ def test_a_second_click_reports_the_first_ones_failure_instead_of_trying_again(
     with pytest.raises(services.UniPostError) as raised:
         start(user)
     assert (raised.value.code, raised.value.request_id) == ("PLAN_PLATFORM_NOT_ALLOWED", "r-1")
+    assert isinstance(raised.value, PlanLimitError)  # so the user is told what the first click was
     assert creates(fake) == 0
 
 
 def test_a_start_left_by_a_request_that_died_is_replaced(fake: FakeUniPost, user: Any) -> None:
-    dead = starting_row(user, created_at=timezone.now() - services.STALE_START - timedelta(seconds=1))
+    dead = starting_row(user, created_at=timezone.now() - timedelta(minutes=10))
     session = start(user)
     assert session.pk != dead.pk
     assert session.status == "pending" and session.url
@@ -214,3 +215,43 @@ def test_check_external_user_id_counts_bytes() -> None:
     services.check_external_user_id("a" * 256)
     with pytest.raises(UniPostValidationError):
         services.check_external_user_id("é" * 129)
+
+
+def nul_external_user_id(user: Any) -> str:
+    return f"user\x00{user.pk}"
+
+
+def surrogate_external_user_id(user: Any) -> str:
+    return "user\ud800"
+
+
+@pytest.mark.parametrize(
+    "hook", ["tests.test_start_once.nul_external_user_id", "tests.test_start_once.surrogate_external_user_id"]
+)
+def test_an_external_user_id_that_cannot_be_stored_as_sent_fails_the_row(
+    fake: FakeUniPost, user: Any, user_client: Client, hook: str
+) -> None:
+    settings = {
+        "API_KEY": "up_test_key",
+        "API_BASE_URL": "https://api.unipost.test",
+        "EXTERNAL_USER_ID": hook,
+    }
+    with override_settings(UNIPOST_CONNECT=settings):
+        answer = user_client.post(reverse("unipost_connect:start"), {"platform": "linkedin"})
+    assert answer.status_code == 302
+    row = ConnectSession.objects.get()
+    assert (row.status, row.error_code) == ("failed", "INVALID_EXTERNAL_USER_ID")
+    assert creates(fake) == 0
+
+
+def test_a_profile_id_too_long_to_store_fails_the_row_before_any_call(
+    fake: FakeUniPost, user: Any, user_client: Client
+) -> None:
+    settings = {"API_KEY": "up_test_key", "API_BASE_URL": "https://api.unipost.test", "PROFILE_ID": "p" * 200}
+    with override_settings(UNIPOST_CONNECT=settings):
+        answer = user_client.post(reverse("unipost_connect:start"), {"platform": "linkedin"})
+    assert answer.status_code == 302
+    assert messages_of(answer) == ["The connection could not be started. Please contact the site's support."]
+    row = ConnectSession.objects.get()
+    assert (row.status, row.error_code) == ("failed", "INVALID_PROFILE_ID")
+    assert creates(fake) == 0

@@ -146,16 +146,23 @@ def test_of_several_pending_sessions_the_one_unipost_completed_is_completed(
     assert completed["session"].pk == older.pk
 
 
+@pytest.mark.parametrize("pending", [1, 3])
 def test_the_webhook_answers_well_within_five_seconds_when_unipost_is_slow(
-    user: Any, browser: Client, django_capture_on_commit_callbacks: Any
+    user: Any, browser: Client, django_capture_on_commit_callbacks: Any, pending: int
 ) -> None:
-    """The confirming read has a budget of its own, not the site's 10 s read timeout."""
+    """The confirming reads share a budget of their own, not the site's 10 s read timeout,
+    however many pending sessions there are to ask about."""
     fake = FakeUniPost(api_key="up_test_key", webhook_secret="whsec_test")
     server = FakeUniPostServer(fake).start()
     try:
         settings = {"API_KEY": "up_test_key", "API_BASE_URL": server.base_url, "WEBHOOK_SECRET": "whsec_test"}
         with override_settings(UNIPOST_CONNECT=settings):
+            for _ in range(pending - 1):  # older tabs, each near its deadline when the next is made
+                older = start(user)
+                ConnectSession.objects.filter(pk=older.pk).update(expires_at=timezone.now())
             session = start(user)
+            assert ConnectSession.objects.filter(user=user).count() == pending
+            ConnectSession.objects.filter(user=user).update(status="pending")
             fake.approve(session.unipost_session_id or "")
             fake.latency = 8.0  # every answer from now on takes longer than UniPost waits
             began = time.monotonic()
@@ -170,3 +177,17 @@ def test_the_webhook_answers_well_within_five_seconds_when_unipost_is_slow(
     session.refresh_from_db()
     assert session.status == "pending"  # unconfirmed: its return or reconcile settles it
     assert ConnectedAccount.objects.filter(user=user).count() == 1
+
+
+def test_a_late_webhook_completes_a_session_marked_expired_here_that_unipost_completed(
+    fake: FakeUniPost, user: Any, browser: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    session = start(user)
+    fake.approve(session.unipost_session_id or "")
+    services.end_session(session, "expired")  # the reconcile command got there first
+    with record_signals() as sent, django_capture_on_commit_callbacks(execute=True):
+        answer = browser.post("/unipost/webhook/", **fake.outbox[-1].django_client_kwargs())
+    assert answer.json()["result"] == "applied"
+    session.refresh_from_db()
+    assert session.status == "completed"
+    assert len(sent.named("connect_session_completed")) == 1

@@ -9,6 +9,7 @@ from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -196,6 +197,14 @@ class ConnectSessionAdmin(SyncedAdmin):
     )
     # ``url`` itself is never a field: its state parameter is the user's bearer secret.
     fields = readonly_fields
+    # Nor may the changelist filter on it: ``?url__startswith=…state=a`` would tell staff
+    # the secret one character at a time.
+    secret_fields = frozenset({"url"})
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        if lookup.split(LOOKUP_SEP, 1)[0] in self.secret_fields:
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: ConnectSession) -> str:

@@ -32,21 +32,33 @@ def max_length(model: type[models.Model], field: str) -> int:
     return int(length) if length else MAX_TEXT_LENGTH
 
 
+def _encodable(text: str) -> bool:
+    # A lone surrogate ("\ud800", which json.loads accepts) cannot be sent to any database.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def clip(value: Any, model: type[models.Model], field: str) -> str:
-    """Free text for ``model.field``: a string, without NUL (PostgreSQL refuses it), cut to fit."""
+    """Free text for ``model.field``: a string any database takes (no NUL, no lone
+    surrogate), cut to fit."""
     text = value if isinstance(value, str) else ("" if value is None else str(value))
+    if not _encodable(text):
+        text = text.encode("utf-8", "replace").decode("utf-8")
     return text.replace("\x00", "")[: max_length(model, field)]
 
 
 def fits(value: str, model: type[models.Model], field: str) -> bool:
     """True when the identifier ``value`` can be stored in ``model.field`` unchanged."""
-    return len(value) <= max_length(model, field) and "\x00" not in value
+    return len(value) <= max_length(model, field) and "\x00" not in value and _encodable(value)
 
 
 def checked(value: str, model: type[models.Model], field: str, *, what: str = "") -> str:
     """``value`` if it fits ``model.field`` unchanged, else :class:`Unstorable`."""
     if not fits(value, model, field):
-        raise Unstorable(f"{what or field} is longer than this site can store or contains NUL")
+        raise Unstorable(f"{what or field} is too long for this site or has characters it cannot store")
     return value
 
 

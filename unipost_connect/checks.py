@@ -11,8 +11,10 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.functional import Promise
 from django.utils.module_loading import import_string
 
+from . import bounds
 from .client import is_http_url
 from .conf import ALL_PLATFORMS, DEFAULTS
+from .models import ConnectSession
 
 DOCS = "See the 'Settings' section of unipost_connect's README."
 
@@ -63,7 +65,23 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     errors += _check_external_user_id(raw.get("EXTERNAL_USER_ID", DEFAULTS["EXTERNAL_USER_ID"]))
     errors += _check_numbers(raw)
     errors += _check_types(raw)
+    errors += _check_profile_id(raw.get("PROFILE_ID"))
     return errors
+
+
+def _check_profile_id(value: Any) -> list[CheckMessage]:
+    # Sent to UniPost and stored on every session: it must fit the column (UniPost's own
+    # profile ids are UUIDs).
+    if isinstance(value, str) and not bounds.fits(value, ConnectSession, "profile_id"):
+        limit = bounds.max_length(ConnectSession, "profile_id")
+        return [
+            Error(
+                f"UNIPOST_CONNECT['PROFILE_ID'] is longer than {limit} characters or contains NUL.",
+                hint="Copy the profile id from UniPost's dashboard (a UUID).",
+                id="unipost_connect.E012",
+            )
+        ]
+    return []
 
 
 def _show(value: Any) -> str:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import requests
+from django.views.decorators.debug import sensitive_variables
 from urllib3.exceptions import NewConnectionError
 
 from . import __version__
@@ -38,8 +39,6 @@ from .errors import (
 logger = logging.getLogger("unipost_connect.client")
 
 USER_AGENT = f"unipost-connect/{__version__}"
-MAX_ID_LENGTH = 128
-MAX_URL_LENGTH = 2048
 DEFAULT_BASE_URL = "https://api.unipost.dev"
 
 
@@ -125,11 +124,14 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _request_id(response: requests.Response, body: Any) -> str:
+    """The answer's request id: the body's, else the header's. A value with control
+    characters is not an id (and, logged, could forge log lines): it is ignored."""
     if isinstance(body, dict):
         value = body.get("request_id")
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and value.isprintable():
             return value
-    return str(response.headers.get("X-Request-Id", ""))
+    header = str(response.headers.get("X-Request-Id", ""))
+    return header if header.isprintable() else ""
 
 
 def _load_json(response: requests.Response) -> Any:
@@ -267,22 +269,6 @@ def parse_session(
             request_id=request_id,
         )
     managed_account_id = _str(data.get("managed_account_id")) or _str(data.get("completed_social_account_id"))
-    # Bounds of the columns these land in: longer values are not UniPost's.
-    too_long = [
-        name
-        for name, value, limit in (
-            ("id", session_id, MAX_ID_LENGTH),
-            ("managed_account_id", managed_account_id, MAX_ID_LENGTH),
-            ("url", url, MAX_URL_LENGTH),
-        )
-        if len(value) > limit or "\x00" in value
-    ]
-    if too_long:
-        raise UniPostResponseError(
-            f"UniPost's session answer has an implausible {', '.join(too_long)}.",
-            status=http_status,
-            request_id=request_id,
-        )
     return RemoteSession(
         id=session_id,
         status=status,
@@ -449,6 +435,9 @@ class UniPostClient:
 
     # -- transport -------------------------------------------------------------
 
+    # ``headers`` carries the API key: Django's error reports (DEBUG pages, mails) must
+    # not show it if an exception passes through here.
+    @sensitive_variables("headers")
     def _request(
         self,
         method: str,

@@ -13,14 +13,33 @@ def _column(field: models.Field[Any, Any]) -> str:
     return cast(str, field.column)
 
 
+def insert_unless_constrained(instance: models.Model) -> bool:
+    """Save ``instance`` as a new row unless a unique constraint refuses it; True if saved.
+
+    The ordinary ``save()`` (model signals are sent). Outside a transaction that is one
+    INSERT; inside one, a savepoint keeps the transaction usable after a refusal.
+    """
+    connection = connections[router.db_for_write(type(instance))]
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic(using=connection.alias):
+                instance.save(force_insert=True, using=connection.alias)
+        else:
+            instance.save(force_insert=True, using=connection.alias)
+    except IntegrityError:
+        return False
+    return True
+
+
 def insert_unless_conflict(instance: models.Model) -> bool:
     """Insert ``instance`` unless a unique constraint already holds a row like it.
 
     True when this call inserted it (``instance`` then has its primary key), False when
-    a row in the way exists. One statement and no savepoint on PostgreSQL and SQLite
-    3.35+: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` answers a row only to the call
-    that inserted it, which is how exactly one of several racing workers learns that it
-    won. It leaves an enclosing transaction usable either way. Elsewhere a savepoint
+    a row in the way exists. Made for inserts inside a transaction, where it saves the
+    savepoint pair :func:`insert_unless_constrained` needs; no model signals are sent.
+    On PostgreSQL and SQLite 3.35+ it is one statement, ``INSERT … ON CONFLICT DO
+    NOTHING RETURNING``, which answers a row only to the call that inserted it: that is
+    how exactly one of several racing workers learns that it won. Elsewhere a savepoint
     catches the IntegrityError.
     """
     model = type(instance)

@@ -135,3 +135,32 @@ def error_class_for_status(status: int) -> type[UniPostAPIError]:
     if status >= 500:
         return ServerError
     return UniPostAPIError
+
+
+def error_from_record(code: str, message: str, request_id: str = "") -> UniPostError:
+    """An error rebuilt from what a row recorded of one (its code, message and request id),
+    of the class that gives that code, so it is told to a user the same way again."""
+    classes: tuple[type[UniPostError], ...] = (
+        AuthenticationError,
+        NotFoundError,
+        EndpointNotFoundError,
+        UniPostValidationError,
+        RateLimitedError,
+        ServerError,
+        UniPostConnectionError,
+        UniPostResponseError,
+    )
+    by_code = {cls.default_code: cls for cls in classes}
+    by_code.update(
+        TIMEOUT=UniPostConnectionError,
+        INVALID_API_KEY=AuthenticationError,
+        INVALID_EXTERNAL_USER_ID=UniPostValidationError,
+    )
+    cls = by_code.get(code)
+    if cls is None:
+        cls = (
+            PlanLimitError
+            if code.startswith("PLAN_")
+            else (UniPostResponseError if code.startswith("HTTP_") else UniPostError)
+        )
+    return cls(message or "The session could not be started.", code=code or None, request_id=request_id)

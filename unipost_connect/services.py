@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, QuerySet
+from django.db.models import Exists, Model, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -30,8 +30,15 @@ from . import bounds, signals
 from . import client as client_module
 from .client import RemoteSession, UniPostClient, get_client
 from .conf import ALL_PLATFORMS, app_settings
-from .db import insert_unless_conflict
-from .errors import NotFoundError, UniPostError, UniPostResponseError, UniPostValidationError
+from .db import insert_unless_conflict, insert_unless_constrained
+from .errors import (
+    NotFoundError,
+    UniPostConnectionError,
+    UniPostError,
+    UniPostResponseError,
+    UniPostValidationError,
+    error_from_record,
+)
 from .models import ConnectedAccount, ConnectSession, WebhookEvent
 
 if TYPE_CHECKING:
@@ -91,10 +98,11 @@ def start_session(
     platform = (platform or "").strip().lower()
     if platform not in app_settings.PLATFORMS:
         raise UnknownPlatformError(f"{platform!r} is not an allowed platform.")
+    profile_id = app_settings.PROFILE_ID or ""
     target = _Target(
         user=user,
         platform=platform,
-        profile_id=app_settings.PROFILE_ID or "",
+        profile_id=bounds.clip(profile_id, ConnectSession, "profile_id"),
         quickstart=app_settings.ALLOW_QUICKSTART_CREDS,
     )
     # Before any row is written: a configuration error leaves nothing half-made.
@@ -125,12 +133,13 @@ def start_session(
         return session
     try:
         check_external_user_id(external_user_id)
+        _check_profile_id(profile_id)
         remote = client.create_session(
             platform=platform,
             external_user_id=external_user_id,
             external_user_email=email or None,
             return_url=return_url,
-            profile_id=target.profile_id or None,
+            profile_id=profile_id or None,
             allow_quickstart_creds=target.quickstart,
         )
         _store_created(session, remote)
@@ -165,9 +174,9 @@ START_INTERRUPTED = "START_INTERRUPTED"
 # often it looks. UniPost answers a create in well under a second.
 START_WAIT = 5.0
 START_POLL_INTERVAL = 0.05
-# A row still starting after this long belongs to a request that died (the client's
-# timeouts and retry deadline end every create well before): a new click replaces it.
-STALE_START = timedelta(minutes=1)
+# Added to the longest a create can take (see _stale_start) before a row still starting
+# is taken for one whose request died, and a new click replaces it.
+STALE_START_MARGIN = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -195,22 +204,23 @@ def _claim_start(target: _Target, client: UniPostClient, new: ConnectSession) ->
     The database decides who calls UniPost: the unique constraint
     ``unipost_cs_one_start_in_flight`` admits one row without UniPost's id per target, so
     of several concurrent requests exactly one inserts; the others wait for its answer.
-    The one that inserted still reuses a pending session with time left (a second tab).
     """
     deadline = time.monotonic() + START_WAIT
     while True:
-        if insert_unless_conflict(new):
-            # Looked up only now that this request holds the target: a session another
-            # request got its answer for a moment ago is then certainly visible.
-            reusable = _reusable_session(target)
-            if reusable is not None:
-                reusable = _still_pending(reusable, client)
-            if reusable is None:
+        reusable = _reusable_session(target)
+        if reusable is not None and _still_pending(reusable, client):
+            return reusable
+        if insert_unless_constrained(new):
+            # Looked up again now that this request holds the target: a session whose
+            # answer another request wrote between the look-up above and the insert is
+            # certainly visible now (the insert could only pass once it was written).
+            raced = _reusable_session(target)
+            if raced is None:
                 return new
             ConnectSession.objects.filter(pk=new.pk).delete()
-            return reusable
+            return raced
         starting = target.sessions().filter(unipost_session_id=None).first()
-        if starting is not None and starting.created_at < timezone.now() - STALE_START:
+        if starting is not None and starting.created_at < timezone.now() - _stale_start(client):
             _abandon(starting)
         elif starting is not None:
             waited = _wait_for_start(starting, deadline)
@@ -223,6 +233,15 @@ def _claim_start(target: _Target, client: UniPostClient, new: ConnectSession) ->
             )
 
 
+def _stale_start(client: UniPostClient) -> timedelta:
+    """How old a row still starting must be to belong to a request that died.
+
+    Longer than any create can take (the client's retry deadline and one more attempt's
+    timeouts), with a margin for clocks that differ between servers.
+    """
+    return timedelta(seconds=client.deadline + sum(client.timeout)) + STALE_START_MARGIN
+
+
 def _wait_for_start(starting: ConnectSession, deadline: float) -> ConnectSession | None:
     """The other request's session once UniPost answered it; None when it did not end up
     pending with a hosted url (look again), or the wait ran out."""
@@ -232,11 +251,7 @@ def _wait_for_start(starting: ConnectSession, deadline: float) -> ConnectSession
         if current is None or current.status == ConnectSession.Status.FAILED:
             if current is not None and current.error_code != START_INTERRUPTED:
                 # The same failure would meet this request: say so rather than retry.
-                raise UniPostError(
-                    current.error_message or "The session could not be started.",
-                    code=current.error_code or None,
-                    request_id=current.request_id,
-                )
+                raise error_from_record(current.error_code, current.error_message, current.request_id)
             return None
         if current.status != ConnectSession.Status.PENDING:
             return None
@@ -253,32 +268,37 @@ def _abandon(session: ConnectSession) -> None:
 
 
 def check_external_user_id(value: str) -> None:
-    """Refuse an ``external_user_id`` UniPost would refuse: 1 to 256 bytes of UTF-8."""
+    """Refuse an ``external_user_id`` UniPost would refuse (1 to 256 bytes of UTF-8) or
+    this site could not store as sent (NUL)."""
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
         size = -1
-    if not 1 <= size <= EXTERNAL_USER_ID_MAX_BYTES:
+    if not 1 <= size <= EXTERNAL_USER_ID_MAX_BYTES or "\x00" in value:
+        shown = "not valid UTF-8" if size < 0 else f"{size} bytes{', with NUL' if chr(0) in value else ''}"
         raise ExternalUserIdError(
             "UNIPOST_CONNECT['EXTERNAL_USER_ID'] gave an id UniPost does not accept: it must be "
-            f"1 to {EXTERNAL_USER_ID_MAX_BYTES} bytes of UTF-8 (this one is "
-            f"{'not valid UTF-8' if size < 0 else f'{size} bytes'}). Return a shorter stable id, "
-            "such as the primary key or a hash of a longer one."
+            f"1 to {EXTERNAL_USER_ID_MAX_BYTES} bytes of UTF-8 without NUL (this one is {shown}). "
+            "Return a shorter stable id, such as the primary key or a hash of a longer one."
+        )
+
+
+def _check_profile_id(value: str) -> None:
+    if not bounds.fits(value, ConnectSession, "profile_id"):
+        raise UniPostValidationError(
+            "UNIPOST_CONNECT['PROFILE_ID'] cannot be stored (too long, or NUL); it is checked as "
+            "unipost_connect.E012.",
+            code="INVALID_PROFILE_ID",
         )
 
 
 def _store_created(session: ConnectSession, remote: RemoteSession) -> None:
     """Record UniPost's answer to the create on the row, or raise UniPostResponseError."""
-    try:
-        fields: dict[str, Any] = {
-            "unipost_session_id": bounds.checked(remote.id, ConnectSession, "unipost_session_id", what="id"),
-            "url": bounds.checked(remote.url, ConnectSession, "url", what="url"),
-            "request_id": bounds.clip(remote.request_id, ConnectSession, "request_id"),
-        }
-    except bounds.Unstorable as exc:
-        raise UniPostResponseError(
-            f"UniPost's answer cannot be stored: {exc}.", request_id=remote.request_id
-        ) from None
+    fields: dict[str, Any] = {
+        "unipost_session_id": _storable(remote, remote.id, ConnectSession, "unipost_session_id", "id"),
+        "url": _storable(remote, remote.url, ConnectSession, "url", "url"),
+        "request_id": bounds.clip(remote.request_id, ConnectSession, "request_id"),
+    }
     _check_about(session, remote, check_id=False)
     expires_at = bounds.plausible_datetime(remote.expires_at)
     fields["expires_at"] = expires_at or session.created_at + SESSION_LIFETIME
@@ -286,11 +306,36 @@ def _store_created(session: ConnectSession, remote: RemoteSession) -> None:
     # The id of a session this site already has would be an answer about something else;
     # checked in the UPDATE itself, so no failed statement is left to roll back.
     taken = ConnectSession.objects.filter(unipost_session_id=fields["unipost_session_id"])
-    if not ConnectSession.objects.filter(pk=session.pk).filter(~Exists(taken)).update(**fields):
-        raise UniPostResponseError(
-            "UniPost answered the create with the id of an existing session.", request_id=remote.request_id
+    if (
+        ConnectSession.objects.filter(pk=session.pk)
+        .filter(~Exists(taken))
+        .filter(status=ConnectSession.Status.PENDING, unipost_session_id=None)
+        .update(**fields)
+    ):
+        _set(session, fields)
+        return
+    session.refresh_from_db()
+    if session.status == ConnectSession.Status.FAILED:
+        # UniPost took so long that a later click took this row for a dead request's.
+        raise UniPostConnectionError(
+            "UniPost answered after this attempt had been given up; please start again.",
+            code=START_INTERRUPTED,
+            request_id=remote.request_id,
         )
-    _set(session, fields)
+    raise UniPostResponseError(
+        "UniPost answered the create with the id of an existing session.", request_id=remote.request_id
+    )
+
+
+def _storable(remote: RemoteSession, value: str, model: type[Model], field: str, what: str) -> str:
+    """``value`` from UniPost's answer if ``model.field`` can hold it unchanged, else
+    :class:`~unipost_connect.errors.UniPostResponseError`."""
+    try:
+        return bounds.checked(value, model, field, what=what)
+    except bounds.Unstorable as exc:
+        raise UniPostResponseError(
+            f"UniPost's answer cannot be stored: {exc}.", request_id=remote.request_id
+        ) from None
 
 
 def _check_about(session: ConnectSession, remote: RemoteSession, *, check_id: bool = True) -> None:
@@ -327,14 +372,20 @@ def _reusable_session(target: _Target) -> ConnectSession | None:
     )
 
 
-def _still_pending(session: ConnectSession, client: UniPostClient) -> ConnectSession | None:
-    """``session`` if UniPost still has it pending: the user may have finished (or
+def _still_pending(session: ConnectSession, client: UniPostClient) -> bool:
+    """False when UniPost reports ``session`` ended: the user may have finished (or
     refused) on the hosted page without coming back, and its link is then dead."""
     try:
-        reconcile_session(session, client=client)
-    except UniPostError:
-        return None  # unsure: a fresh session is the safe choice
-    return session if session.is_pending else None
+        remote = client.get_session(session.unipost_session_id or "")
+        apply_remote_session(session, remote)
+    except UniPostError as exc:
+        # UniPost cannot say now. The session is pending here with time left; a new one
+        # per click while UniPost is unwell would only add sessions there. Nothing is
+        # written to the row either: a lock held on it for the rest of the request would
+        # hold up its webhook.
+        logger.warning("Could not check connect session %s before reusing it: %s", session.pk, exc.code)
+        return True
+    return session.is_pending
 
 
 def record_error(session: ConnectSession, exc: UniPostError) -> None:
@@ -356,17 +407,18 @@ def _record_error(
         "updated_at": timezone.now(),
         **(extra_fields or {}),
     }
-    with transaction.atomic(savepoint=False):
-        query = ConnectSession.objects.filter(pk=session.pk)
-        if status is not None:
-            fields["status"] = status
-            changed = query.filter(status=ConnectSession.Status.PENDING).update(**fields)
-            if changed:
-                _set(session, fields)
-                _on_commit_ended(session, status)
-        else:
-            query.update(**fields)
-    session.refresh_from_db()
+    # One UPDATE: atomic on its own, and inside a caller's transaction part of it.
+    query = ConnectSession.objects.filter(pk=session.pk)
+    if status is None:
+        query.update(**fields)
+        _set(session, fields)
+        return
+    fields["status"] = status
+    if query.filter(status=ConnectSession.Status.PENDING).update(**fields):
+        _set(session, fields)
+        _on_commit_ended(session, status)
+    else:
+        session.refresh_from_db()  # it ended meanwhile: show the caller how
 
 
 # -- the return ------------------------------------------------------------------
@@ -438,14 +490,9 @@ def apply_remote_session(
                 "UniPost reports the session completed but names no managed_account_id.",
                 request_id=remote.request_id,
             )
-        try:
-            account_id = bounds.checked(
-                remote.managed_account_id, ConnectedAccount, "managed_account_id", what="managed_account_id"
-            )
-        except bounds.Unstorable as exc:
-            raise UniPostResponseError(
-                f"UniPost's answer cannot be stored: {exc}.", request_id=remote.request_id
-            ) from None
+        account_id = _storable(
+            remote, remote.managed_account_id, ConnectedAccount, "managed_account_id", "managed_account_id"
+        )
         return complete_session(
             session,
             account_id,
@@ -507,17 +554,22 @@ def complete_session(
                 profile_id=profile_id or session.profile_id,
             )
             if account.user_id != session.user_id:
+                # UniPost's truth (completed) is kept, but the account is another local
+                # user's: this user got none, and staff see why.
                 fields.update(_conflict_fields(account, session.user_id))
                 ConnectSession.objects.filter(pk=session.pk).update(
                     error_code=fields["error_code"], error_message=fields["error_message"]
                 )
-            _set(session, fields)
-            snapshot = copy.copy(session)
-            transaction.on_commit(
-                lambda: signals.connect_session_completed.send(
-                    sender=ConnectSession, session=snapshot, account=account
+                _set(session, fields)
+                _on_commit_ended(session, ConnectSession.Status.COMPLETED)
+            else:
+                _set(session, fields)
+                snapshot = copy.copy(session)
+                transaction.on_commit(
+                    lambda: signals.connect_session_completed.send(
+                        sender=ConnectSession, session=snapshot, account=account
+                    )
                 )
-            )
     if not won:
         session.refresh_from_db()  # show the caller what the winner recorded
     return bool(won)
@@ -585,8 +637,8 @@ def upsert_account(
 
     Sends ``account_connected`` (after commit) when the account is new or comes back
     from disconnected, once even when several workers upsert the same account at once.
-    An existing account is never moved to another user: compare the returned account's
-    ``user_id`` with ``user_id`` to see such a conflict.
+    An existing account of another local user is returned untouched, never moved or
+    changed: compare the returned account's ``user_id`` with ``user_id`` to see that.
     """
     values = {
         "user_id": user_id,
@@ -614,14 +666,16 @@ def upsert_account(
                     managed_account_id=managed_account_id
                 )
         reactivated = False
+        if not created and account.user_id != user_id:
+            # Another local user's account: neither moved nor changed on this user's behalf.
+            logger.warning(
+                "UniPost account %s belongs to local user #%s; not moved to user #%s.",
+                managed_account_id,
+                account.user_id,
+                user_id,
+            )
+            return account
         if not created:
-            if account.user_id != user_id:
-                logger.warning(
-                    "UniPost account %s belongs to local user #%s; not moved to user #%s.",
-                    managed_account_id,
-                    account.user_id,
-                    user_id,
-                )
             reactivated = account.status != ConnectedAccount.Status.ACTIVE
             account.platform = platform or account.platform
             account.account_name = values["account_name"] or account.account_name
@@ -771,8 +825,20 @@ def _apply_account_connected(data: Mapping[str, Any]) -> tuple[str, str]:
 # (short) timeouts rather than the site's READ_TIMEOUT, and make one attempt.
 WEBHOOK_CONFIRM_BUDGET = 3.0
 WEBHOOK_CONFIRM_TIMEOUT = (1.0, 2.0)
-# Pending sessions of one user and platform asked about, newest first.
+# Sessions of one user and platform asked about, newest first.
 WEBHOOK_CONFIRM_MAX_SESSIONS = 3
+# UniPost retries a delivery for about 5 minutes.
+WEBHOOK_LATE_COMPLETION = timedelta(minutes=10)
+
+
+def _confirm_timeout(remaining: float) -> tuple[float, float] | None:
+    """(connect, read) timeouts for one confirming read, together no more than
+    ``remaining`` seconds; None when too little is left to be worth a try."""
+    connect, read = WEBHOOK_CONFIRM_TIMEOUT
+    if remaining < 0.2:
+        return None
+    share = min(1.0, remaining / (connect + read))
+    return (connect * share, read * share)
 
 
 def _session_completed_with(
@@ -786,21 +852,23 @@ def _session_completed_with(
     from, so each is read, newest first, within the budget. What UniPost says about the
     others (ended, or completed with another account) is applied on the way.
     """
+    # A session marked expired here may still have been completed in time at UniPost (its
+    # late webhook retried for minutes): recently expired ones are asked about too.
+    completable = Q(status=ConnectSession.Status.PENDING) | Q(
+        status=ConnectSession.Status.EXPIRED, expires_at__gte=timezone.now() - WEBHOOK_LATE_COMPLETION
+    )
     candidates = (
-        ConnectSession.objects.filter(
-            external_user_id=external_user_id, platform=platform, status=ConnectSession.Status.PENDING
-        )
+        ConnectSession.objects.filter(completable, external_user_id=external_user_id, platform=platform)
         .exclude(unipost_session_id=None)
         .order_by("-created_at")[:WEBHOOK_CONFIRM_MAX_SESSIONS]
     )
     client = get_client()
     deadline = time.monotonic() + WEBHOOK_CONFIRM_BUDGET
     for session in candidates:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        timeout = _confirm_timeout(deadline - time.monotonic())
+        if timeout is None:
             logger.warning("No time left to confirm connect session %s for a webhook.", session.pk)
             break
-        timeout = (min(WEBHOOK_CONFIRM_TIMEOUT[0], remaining), min(WEBHOOK_CONFIRM_TIMEOUT[1], remaining))
         try:
             remote = client.get_session(session.unipost_session_id or "", max_retries=0, timeout=timeout)
             if remote.status == "completed" and remote.managed_account_id == account_id:

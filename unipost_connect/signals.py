@@ -17,8 +17,10 @@ from django.dispatch import Signal
 # kwargs: sender=ConnectSession, session: ConnectSession, account: ConnectedAccount
 connect_session_completed = Signal()
 
-# A connect session ended without an account: expired, cancelled by the user, or
-# failed to start. Sent once per session. A session marked expired here can still
+# A connect session ended without an account: expired, cancelled by the user, failed
+# to start, or (status "completed") completed at UniPost with an account that belongs to
+# another local user, which is never moved (the session's error_code is ACCOUNT_CONFLICT).
+# Sent once per session. A session marked expired here can still
 # complete afterwards (a late webhook or read proves UniPost completed it in time); it
 # then sends connect_session_completed too.
 # kwargs: sender=ConnectSession, session: ConnectSession, status: str

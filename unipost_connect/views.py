@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.db import transaction
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -85,6 +86,9 @@ def _login_then(next_url: str) -> HttpResponseRedirect:
     return redirect_to_login(next_url or resolve_url(app_settings.REDIRECT_URL))
 
 
+# Each statement commits on its own, even under ATOMIC_REQUESTS: the row must be visible
+# to a concurrent click (which then waits for it) before UniPost is called.
+@transaction.non_atomic_requests
 @require_POST
 @csrf_protect
 def start(request: HttpRequest) -> HttpResponse:

@@ -29,7 +29,7 @@ from django.db import connections
 from django.db.models import Q
 from django.utils import timezone
 
-from ... import services
+from ... import bounds, services
 from ...client import RemoteSession, UniPostClient, get_client
 from ...conf import app_settings
 from ...errors import (
@@ -358,8 +358,9 @@ class Command(BaseCommand):
         elif services.apply_remote_session(session, remote):
             return status
         if status == "pending":
-            if remote.expires_at:
-                session.expires_at = remote.expires_at  # UniPost's deadline is the one that counts
+            expires_at = bounds.plausible_datetime(remote.expires_at)
+            if expires_at:
+                session.expires_at = expires_at  # UniPost's deadline is the one that counts
             return self._expire_if_overdue(session, dry_run)
         if status in services.TERMINAL_REMOTE_STATUSES and not dry_run:
             return "unchanged"  # another worker, the return or a webhook got there first
