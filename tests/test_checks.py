@@ -236,6 +236,34 @@ def test_w003_unknown_keys():
     assert "APIKEY" in message.msg
 
 
+# W004: an isolation level other than READ COMMITTED
+
+
+def isolation_warnings(level: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from django.conf import settings
+
+    database = {**settings.DATABASES["default"], "ENGINE": "django.db.backends.postgresql"}
+    database["OPTIONS"] = {"isolation_level": level}
+    # Set directly rather than with override_settings: only the check reads it, and no
+    # connection is opened with it.
+    monkeypatch.setattr(settings, "DATABASES", {"default": database})
+    return [m.id for m in checks.check_isolation_level() if m.id]
+
+
+@pytest.mark.parametrize("level", ["REPEATABLE_READ", "SERIALIZABLE"])
+def test_w004_an_isolation_level_stricter_than_read_committed(level, monkeypatch):
+    import psycopg
+
+    assert isolation_warnings(psycopg.IsolationLevel[level], monkeypatch) == ["unipost_connect.W004"]
+
+
+@pytest.mark.parametrize("level", ["READ_COMMITTED", None])
+def test_w004_not_for_read_committed(level, monkeypatch):
+    import psycopg
+
+    assert isolation_warnings(level and psycopg.IsolationLevel[level], monkeypatch) == []
+
+
 # -- the set of checks --------------------------------------------------------------
 
 
@@ -249,7 +277,7 @@ def test_ids_are_unique_per_problem_and_all_tested():
     # E008 is raised from two branches (not importable / not callable): one problem.
     assert sorted(set(declared)) == [
         *(f"unipost_connect.E{n:03d}" for n in range(1, 13)),
-        *(f"unipost_connect.W{n:03d}" for n in range(1, 4)),
+        *(f"unipost_connect.W{n:03d}" for n in range(1, 5)),
     ]
     assert [i for i in declared if declared.count(i) > 1] == ["unipost_connect.E008"] * 2
     tested = set(re.findall(r"test_([ew]\d{3})", Path(__file__).read_text()))

@@ -84,6 +84,38 @@ def _check_profile_id(value: Any) -> list[CheckMessage]:
     return []
 
 
+@register(Tags.compatibility)  # not Tags.database, which runs only on request: no query here
+def check_isolation_level(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Exactly-once completion and one start per double click rest on READ COMMITTED: a
+    conditional UPDATE that loses a race then sees the winner's row. Read from settings
+    only (no query)."""
+    warnings: list[CheckMessage] = []
+    for alias, database in settings.DATABASES.items():
+        level = (database.get("OPTIONS") or {}).get("isolation_level")
+        if "postgresql" in str(database.get("ENGINE", "")) and _stricter_than_read_committed(level):
+            warnings.append(
+                Warning(
+                    f"DATABASES['{alias}'] uses isolation level {level!r}; unipost_connect expects "
+                    "READ COMMITTED (PostgreSQL's default).",
+                    hint="At REPEATABLE READ or SERIALIZABLE, concurrent returns, webhooks and clicks "
+                    "fail with serialization errors instead of waiting for each other. " + DOCS,
+                    id="unipost_connect.W004",
+                )
+            )
+    return warnings
+
+
+def _stricter_than_read_committed(level: Any) -> bool:
+    name = getattr(level, "name", None)  # psycopg's IsolationLevel
+    if name is not None:
+        return name in ("REPEATABLE_READ", "SERIALIZABLE")
+    # A plain number: 3 is too strict for psycopg 2 and 3 alike, 4 is psycopg's SERIALIZABLE
+    # (2 is REPEATABLE READ for psycopg 2 but READ COMMITTED for psycopg 3: not judged).
+    return level in (3, 4)
+
+
 def _show(value: Any) -> str:
     """A setting's value for a message, shortened (and never a whole secret)."""
     text = repr(value)
