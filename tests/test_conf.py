@@ -8,7 +8,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from django.urls import reverse_lazy
 
-from unipost_connect.conf import ALL_PLATFORMS, DEFAULTS, app_settings, default_external_user_id
+from unipost_connect.conf import DEFAULTS, app_settings, default_external_user_id
+from unipost_connect.platforms import ALL_PLATFORMS
 
 
 def configured(**values: Any) -> override_settings:

@@ -20,8 +20,8 @@ from django.test import Client, RequestFactory, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from unipost_connect.conf import ALL_PLATFORMS, PLATFORM_LABELS
 from unipost_connect.models import ConnectedAccount, ConnectSession
+from unipost_connect.platforms import ALL_PLATFORMS, PLATFORM_LABELS
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from unipost_connect.conf import ALL_PLATFORMS
 from unipost_connect.models import ConnectedAccount, ConnectSession
+from unipost_connect.platforms import ALL_PLATFORMS
 
 # A new session: the reuse look-up, the insert, the look-up again that closes the race
 # with a concurrent click (see services._claim_start), and UniPost's answer.

@@ -12,9 +12,11 @@ from django.utils.functional import Promise
 from django.utils.module_loading import import_string
 
 from . import bounds
-from .client import is_http_url
-from .conf import ALL_PLATFORMS, DEFAULTS
+from .conf import DEFAULTS
+from .contract import DEFAULT_BASE_URL
 from .models import ConnectSession
+from .platforms import ALL_PLATFORMS
+from .validators import is_http_url
 
 DOCS = "See the 'Settings' section of unipost_connect's README."
 
@@ -46,7 +48,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
         errors.append(
             Error(
                 f"UNIPOST_CONNECT['API_BASE_URL'] is not an http(s) URL: {_show(base_url)}.",
-                hint="Leave it unset for https://api.unipost.dev, or give the full URL.",
+                hint=f"Leave it unset for {DEFAULT_BASE_URL}, or give the full URL.",
                 id="unipost_connect.E003",
             )
         )

@@ -20,13 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 from django.views.decorators.debug import sensitive_variables
 from urllib3.exceptions import NewConnectionError
 
 from . import __version__
+from .contract import DEFAULT_BASE_URL
 from .errors import (
     AuthenticationError,
     EndpointNotFoundError,
@@ -35,11 +36,11 @@ from .errors import (
     UniPostResponseError,
     error_class_for_status,
 )
+from .validators import is_http_url, parse_datetime
 
 logger = logging.getLogger("unipost_connect.client")
 
 USER_AGENT = f"unipost-connect/{__version__}"
-DEFAULT_BASE_URL = "https://api.unipost.dev"
 
 
 @dataclass(frozen=True)
@@ -71,35 +72,6 @@ class RemoteAccount:
     external_user_id: str = ""
     connection_type: str = ""
     connected_at: datetime | None = None
-
-
-def parse_datetime(value: Any) -> datetime | None:
-    """Parse an RFC 3339 timestamp into UTC; anything unparseable is ``None``."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=UTC)
-        # In UTC here, so a value at the edge of the calendar ("0001-01-01T00:00:00+14:00")
-        # fails now rather than with an OverflowError when the database stores it.
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
-def is_http_url(value: str) -> bool:
-    """An absolute http(s) URL with a host, safe to put in a ``Location`` header."""
-    # urlsplit silently drops tabs and newlines, so check the raw text: a control
-    # character would make Django refuse the redirect header (a 500) or split it.
-    if not value or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        return False
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(host)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -13,33 +13,12 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-ALL_PLATFORMS: tuple[str, ...] = (
-    "twitter",
-    "linkedin",
-    "bluesky",
-    "youtube",
-    "tiktok",
-    "instagram",
-    "threads",
-    "facebook",
-    "pinterest",
-)
-
-PLATFORM_LABELS: dict[str, str] = {
-    "twitter": "X (Twitter)",
-    "linkedin": "LinkedIn",
-    "bluesky": "Bluesky",
-    "youtube": "YouTube",
-    "tiktok": "TikTok",
-    "instagram": "Instagram",
-    "threads": "Threads",
-    "facebook": "Facebook",
-    "pinterest": "Pinterest",
-}
+from .contract import DEFAULT_BASE_URL
+from .platforms import ALL_PLATFORMS
 
 DEFAULTS: dict[str, Any] = {
     "API_KEY": "",
-    "API_BASE_URL": "https://api.unipost.dev",
+    "API_BASE_URL": DEFAULT_BASE_URL,
     "WEBHOOK_SECRET": "",
     "PROFILE_ID": None,
     "ALLOW_QUICKSTART_CREDS": False,

@@ -9,9 +9,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .conf import ALL_PLATFORMS, PLATFORM_LABELS
-
-PLATFORM_CHOICES = [(p, PLATFORM_LABELS[p]) for p in ALL_PLATFORMS]
+from .platforms import CHOICES as PLATFORM_CHOICES
 
 
 class ConnectSession(models.Model):

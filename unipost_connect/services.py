@@ -29,7 +29,8 @@ from django.utils import timezone
 from . import bounds, signals
 from . import client as client_module
 from .client import RemoteSession, UniPostClient, get_client
-from .conf import ALL_PLATFORMS, app_settings
+from .conf import app_settings
+from .contract import EXTERNAL_USER_ID_MAX_BYTES, REFRESH_FAILURE_REASONS, SESSION_LIFETIME
 from .db import insert_unless_conflict, insert_unless_constrained
 from .errors import (
     NotFoundError,
@@ -40,6 +41,7 @@ from .errors import (
     error_from_record,
 )
 from .models import ConnectedAccount, ConnectSession, WebhookEvent
+from .platforms import ALL_PLATFORMS
 
 if TYPE_CHECKING:
     # ``_User`` is django-stubs' name for "the AUTH_USER_MODEL": its mypy plugin resolves it
@@ -49,8 +51,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("unipost_connect")
 
-SESSION_LIFETIME = timedelta(minutes=30)
-TERMINAL_REMOTE_STATUSES = {"completed", "expired", "cancelled"}
 # A session marked expired locally may still be completed by a late webhook or read:
 # the account exists at UniPost either way.
 _COMPLETABLE = (ConnectSession.Status.PENDING, ConnectSession.Status.EXPIRED)
@@ -165,8 +165,6 @@ class ExternalUserIdError(UniPostValidationError):
     default_code = "INVALID_EXTERNAL_USER_ID"
 
 
-# UniPost counts ``external_user_id`` in bytes of UTF-8, after trimming.
-EXTERNAL_USER_ID_MAX_BYTES = 256
 START_INTERRUPTED = "START_INTERRUPTED"
 
 
@@ -882,9 +880,6 @@ def _session_completed_with(
                 exc.code,
             )
     return None
-
-
-REFRESH_FAILURE_REASONS = frozenset({"refresh_failed", "missing_refresh_token", "decrypt_failed"})
 
 
 def _apply_account_disconnected(data: Mapping[str, Any]) -> tuple[str, str]:

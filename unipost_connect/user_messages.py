@@ -12,7 +12,6 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.utils.translation import gettext as _
 
-from .conf import PLATFORM_LABELS
 from .errors import (
     AuthenticationError,
     EndpointNotFoundError,
@@ -25,11 +24,8 @@ from .errors import (
     UniPostValidationError,
 )
 from .models import ConnectSession
+from .platforms import label as platform_label
 from .services import ACCOUNT_CONFLICT
-
-
-def platform_label(platform: str) -> str:
-    return PLATFORM_LABELS.get(platform, platform)
 
 
 def _is_missing_credentials(error: UniPostError) -> bool:

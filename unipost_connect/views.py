@@ -28,17 +28,13 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from . import services, webhooks
-from .client import is_http_url
 from .conf import app_settings
 from .errors import UniPostError, UniPostResponseError
 from .models import ConnectedAccount, ConnectSession
+from .platforms import label as platform_label
 from .templatetags.unipost_connect import CONNECTED_ACCOUNTS_CONTEXT_KEY
-from .user_messages import (
-    message_for_disconnect_error,
-    message_for_error,
-    message_for_outcome,
-    platform_label,
-)
+from .user_messages import message_for_disconnect_error, message_for_error, message_for_outcome
+from .validators import is_http_url
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User

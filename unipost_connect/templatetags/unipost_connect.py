@@ -11,8 +11,8 @@ from typing import Any
 
 from django import template
 
-from ..conf import PLATFORM_LABELS
 from ..models import ConnectedAccount
+from ..platforms import label
 
 register = template.Library()
 
@@ -62,7 +62,7 @@ def unipost_connect_button(
         "request": request,
         "csrf_token": context.get("csrf_token"),
         "platform": platform,
-        "label": PLATFORM_LABELS.get(platform, platform),
+        "label": label(platform),
         "account": account,
         "reconnect": account is not None,
         "next": _next_for(request, next),
@@ -79,6 +79,6 @@ def unipost_disconnect_button(
         "request": request,
         "csrf_token": context.get("csrf_token"),
         "account": account,
-        "label": PLATFORM_LABELS.get(account.platform, account.platform),
+        "label": label(account.platform),
         "next": _next_for(request, next),
     }

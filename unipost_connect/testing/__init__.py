@@ -16,9 +16,9 @@ disconnect an account (``fake.disconnect(account_id)``) or have its token refres
 ``responses`` must be installed (it is in the ``test`` extra).
 """
 
+from ..contract import REFRESH_FAILURE_REASONS
 from .fake import (
     HOSTED_FAILURES,
-    REFRESH_FAILURE_REASONS,
     FakeAccount,
     FakeResponse,
     FakeSession,

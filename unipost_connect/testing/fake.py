@@ -28,17 +28,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from ..conf import ALL_PLATFORMS, PLATFORM_LABELS
+from ..contract import REFRESH_FAILURE_REASONS, SESSION_LIFETIME
+from ..errors import error_class_for_status
+from ..platforms import ALL_PLATFORMS, OAUTH_FREE_PLATFORMS, PLATFORM_LABELS
 from ..webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, compute_signature
 
-SESSION_LIFETIME = timedelta(minutes=30)
-OAUTH_FREE_PLATFORMS = {"bluesky"}  # app passwords: no platform credentials involved
 MAX_EXTERNAL_USER_ID_BYTES = 256
 ACCOUNTS_LIMIT = 100  # the page size GET /v1/accounts reports in meta.limit
 DEFAULT_ERROR_REASON = "token_exchange_failed"
 #: Reasons of ``account.disconnected`` from the token-refresh worker: the account is kept,
 #: as ``reconnect_required``, and a new Connect session brings it back.
-REFRESH_FAILURE_REASONS = ("refresh_failed", "missing_refresh_token", "decrypt_failed")
 #: Failures the hosted page shows on UniPost's own HTML page, never redirecting back:
 #: name -> (HTTP status, title, text). The session stays pending.
 HOSTED_FAILURES: dict[str, tuple[int, str, str]] = {
@@ -619,7 +618,7 @@ class FakeUniPost:
         (OAuth platforms) brings the same account back to ``active``.
         """
         if reason not in REFRESH_FAILURE_REASONS:
-            raise ValueError(f"unknown refresh failure {reason!r}; one of {REFRESH_FAILURE_REASONS}")
+            raise ValueError(f"unknown refresh failure {reason!r}; one of {sorted(REFRESH_FAILURE_REASONS)}")
         with self._lock:
             account = self.accounts[account_id]
             if account.status != "active":
@@ -793,14 +792,9 @@ def _route(method: str, path: str) -> tuple[str | None, str]:
 
 
 def _default_code(status: int) -> str:
-    return {
-        400: "VALIDATION_ERROR",
-        401: "UNAUTHORIZED",
-        402: "PLAN_FEATURE_NOT_AVAILABLE",
-        404: "NOT_FOUND",
-        422: "VALIDATION_ERROR",
-        429: "RATE_LIMITED",
-    }.get(status, "INTERNAL_ERROR")
+    """The code UniPost gives an error of ``status``: the one the client's error class
+    for that status expects, so the fake and the client share one table."""
+    return error_class_for_status(status).default_code
 
 
 def _page(status: int, title: str, text: str, inner: str = "") -> FakeResponse:

@@ -65,8 +65,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from ..contract import REFRESH_FAILURE_REASONS
 from ..redaction import redact_state
-from .fake import REFRESH_FAILURE_REASONS, FakeResponse, FakeUniPost, WebhookDelivery
+from .fake import FakeResponse, FakeUniPost, WebhookDelivery
 
 logger = logging.getLogger("unipost_connect.testing")
 
@@ -268,7 +269,7 @@ def control_answer(
 
 def _fail_refresh(fake: FakeUniPost, account_id: str, reason: str) -> FakeResponse:
     if reason not in REFRESH_FAILURE_REASONS:
-        return _control_error(422, f"reason must be one of {' '.join(REFRESH_FAILURE_REASONS)}")
+        return _control_error(422, f"reason must be one of {' '.join(sorted(REFRESH_FAILURE_REASONS))}")
     account = fake.accounts.get(account_id)
     if account is None:
         return _control_error(404, "Account not found")

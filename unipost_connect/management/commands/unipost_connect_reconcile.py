@@ -32,6 +32,7 @@ from django.utils import timezone
 from ... import bounds, services
 from ...client import RemoteSession, UniPostClient, get_client
 from ...conf import app_settings
+from ...contract import DEFAULT_BASE_URL, TERMINAL_STATUSES
 from ...errors import (
     AuthenticationError,
     EndpointNotFoundError,
@@ -94,7 +95,7 @@ def stop_reason(exc: UniPostError) -> str:
     if isinstance(exc, EndpointNotFoundError):
         return (
             f"{app_settings.API_BASE_URL} answered HTTP 404 without UniPost's error answer; stopped "
-            "early: check UNIPOST_CONNECT['API_BASE_URL'] (UniPost's is https://api.unipost.dev)"
+            f"early: check UNIPOST_CONNECT['API_BASE_URL'] (UniPost's is {DEFAULT_BASE_URL})"
         )
     return ""
 
@@ -351,7 +352,7 @@ class Command(BaseCommand):
             return self._expire_if_overdue(session, dry_run)
         status = remote.status
         if dry_run:
-            if status in services.TERMINAL_REMOTE_STATUSES:
+            if status in TERMINAL_STATUSES:
                 if status == "completed" and not remote.managed_account_id:
                     return "unknown"
                 return status
@@ -362,7 +363,7 @@ class Command(BaseCommand):
             if expires_at:
                 session.expires_at = expires_at  # UniPost's deadline is the one that counts
             return self._expire_if_overdue(session, dry_run)
-        if status in services.TERMINAL_REMOTE_STATUSES and not dry_run:
+        if status in TERMINAL_STATUSES and not dry_run:
             return "unchanged"  # another worker, the return or a webhook got there first
         return "unknown"
 

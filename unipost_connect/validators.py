@@ -1,0 +1,37 @@
+"""Checks of values that come from outside (settings, UniPost, the browser), with no
+knowledge of models: an http(s) URL safe for a ``Location`` header, an RFC 3339 time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """Parse an RFC 3339 timestamp into UTC; anything unparseable is ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        # In UTC here, so a value at the edge of the calendar ("0001-01-01T00:00:00+14:00")
+        # fails now rather than with an OverflowError when the database stores it.
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def is_http_url(value: str) -> bool:
+    """An absolute http(s) URL with a host, safe to put in a ``Location`` header."""
+    # urlsplit silently drops tabs and newlines, so check the raw text: a control
+    # character would make Django refuse the redirect header (a 500) or split it.
+    if not value or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host)
