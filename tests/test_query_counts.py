@@ -21,7 +21,7 @@ from unipost_connect.models import ConnectedAccount, ConnectSession
 from unipost_connect.platforms import ALL_PLATFORMS
 
 # A new session: the reuse look-up, the insert, the look-up again that closes the race
-# with a concurrent click (see services._claim_start), and UniPost's answer.
+# with a concurrent click (see unipost_connect.start._claim_start), and UniPost's answer.
 START_BUDGET = 6
 RETURN_BUDGET = 6
 CONNECTIONS_BUDGET = 4

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from tests.helpers import start
 from unipost_connect import services
+from unipost_connect import start as start_module
 from unipost_connect.errors import PlanLimitError, UniPostValidationError
 from unipost_connect.models import ConnectSession
 from unipost_connect.testing import FakeUniPost
@@ -66,7 +67,7 @@ def test_a_second_click_gives_up_with_a_clear_message_when_the_first_takes_too_l
     fake: FakeUniPost, user: Any, user_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     starting_row(user)
-    monkeypatch.setattr(services, "START_WAIT", 0.05)
+    monkeypatch.setattr(start_module, "START_WAIT", 0.05)
     answer = user_client.post(reverse("unipost_connect:start"), {"platform": "linkedin"})
     assert answer.status_code == 302
     assert messages_of(answer) == [

@@ -21,6 +21,7 @@ from unipost_connect import services
 from unipost_connect.models import ConnectedAccount, ConnectSession
 from unipost_connect.testing import FakeUniPost
 from unipost_connect.testing.server import FakeUniPostServer
+from unipost_connect.webhooks import handlers
 
 pytestmark = pytest.mark.django_db
 
@@ -173,7 +174,7 @@ def test_the_webhook_answers_well_within_five_seconds_when_unipost_is_slow(
         fake.latency = 0.0
         server.stop()
     assert answer.status_code == 200
-    assert elapsed < services.WEBHOOK_CONFIRM_BUDGET + 0.5
+    assert elapsed < handlers.WEBHOOK_CONFIRM_BUDGET + 0.5
     session.refresh_from_db()
     assert session.status == "pending"  # unconfirmed: its return or reconcile settles it
     assert ConnectedAccount.objects.filter(user=user).count() == 1

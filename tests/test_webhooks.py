@@ -16,6 +16,7 @@ from tests.helpers import URL, SignalLog, go_back, start
 from unipost_connect import services
 from unipost_connect.models import ConnectedAccount, WebhookEvent
 from unipost_connect.testing import FakeUniPost, WebhookDelivery
+from unipost_connect.webhooks import handlers
 
 pytestmark = pytest.mark.django_db
 
@@ -286,7 +287,7 @@ def test_database_failure_while_applying_answers_500_and_leaves_nothing(
     def broken(**kwargs: Any) -> Any:
         raise DatabaseError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(services, "upsert_account", broken)
+    monkeypatch.setattr("unipost_connect.sessions.upsert_account", broken)  # completing the session
     answer = deliver(delivery, Client(raise_request_exception=False))
     assert answer.status_code == 500
     assert WebhookEvent.objects.count() == 0
@@ -342,7 +343,7 @@ def test_database_failure_on_disconnect_answers_500_and_leaves_the_account_activ
     def broken(account: Any) -> bool:
         raise DatabaseError("deadlock detected")
 
-    monkeypatch.setattr(services, "mark_disconnected", broken)
+    monkeypatch.setattr(handlers, "mark_disconnected", broken)
     assert deliver(delivery, Client(raise_request_exception=False)).status_code == 500
     assert WebhookEvent.objects.filter(event_type="account.disconnected").count() == 0
     account.refresh_from_db()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 from django.db import IntegrityError, connections, models, router, transaction
@@ -76,3 +77,10 @@ def insert_unless_conflict(instance: models.Model) -> bool:
     instance._state.adding = False
     instance._state.db = connection.alias
     return True
+
+
+def mirror(instance: models.Model, fields: Mapping[str, Any]) -> None:
+    """Set on ``instance`` what a conditional UPDATE just wrote to its row, so the caller
+    sees the change without reading the row again."""
+    for name, value in fields.items():
+        setattr(instance, name, value)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.utils.translation import gettext as _
 
+from .accounts import ACCOUNT_CONFLICT
 from .errors import (
     AuthenticationError,
     EndpointNotFoundError,
@@ -25,7 +26,6 @@ from .errors import (
 )
 from .models import ConnectSession
 from .platforms import label as platform_label
-from .services import ACCOUNT_CONFLICT
 
 
 def _is_missing_credentials(error: UniPostError) -> bool:
