@@ -1,0 +1,296 @@
+"""A connect session's truth, applied: reconcile with UniPost, complete (with its
+account), end, expire, record an error.
+
+Every state change is a conditional ``UPDATE … WHERE status IN (…)``, so the return
+view, the webhook and the reconcile command may race on different workers and each
+session completes (and signals) exactly once. Signals go out after commit.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from . import bounds, signals
+from .accounts import conflict_fields, upsert_account
+from .client import RemoteSession, UniPostClient, get_client
+from .contract import SESSION_LIFETIME
+from .db import mirror
+from .errors import UniPostError, UniPostResponseError
+from .models import ConnectedAccount, ConnectSession
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import _AnyUser
+
+logger = logging.getLogger("unipost_connect")
+
+# A session marked expired locally may still be completed by a late webhook or read:
+# the account exists at UniPost either way.
+_COMPLETABLE = (ConnectSession.Status.PENDING, ConnectSession.Status.EXPIRED)
+
+
+def check_about(session: ConnectSession, remote: RemoteSession, *, check_id: bool = True) -> None:
+    """Refuse an answer that is not about ``session``: nothing of it may be applied."""
+    wrong = []
+    if check_id and remote.id != session.unipost_session_id:
+        wrong.append("id")
+    if remote.external_user_id and remote.external_user_id.strip() != session.external_user_id:
+        wrong.append("external_user_id")
+    if remote.platform and remote.platform.strip().lower() != session.platform:
+        wrong.append("platform")
+    if wrong:
+        logger.warning(
+            "UniPost's answer for connect session %s has another %s; ignored.",
+            session.pk,
+            " and ".join(wrong),
+        )
+        raise UniPostResponseError(
+            f"UniPost answered about another session (its {' and '.join(wrong)} differs); nothing applied.",
+            request_id=remote.request_id,
+        )
+
+
+def storable(remote: RemoteSession, value: str, model: type[Model], field: str, what: str) -> str:
+    """``value`` from UniPost's answer if ``model.field`` can hold it unchanged, else
+    :class:`~unipost_connect.errors.UniPostResponseError`."""
+    try:
+        return bounds.checked(value, model, field, what=what)
+    except bounds.Unstorable as exc:
+        raise UniPostResponseError(
+            f"UniPost's answer cannot be stored: {exc}.", request_id=remote.request_id
+        ) from None
+
+
+def record_error(
+    session: ConnectSession,
+    exc: UniPostError,
+    *,
+    status: str | None = None,
+    extra_fields: Mapping[str, Any] | None = None,
+) -> None:
+    """Keep a failed call's error code, message and request id on the row (bounded).
+
+    With ``status`` (``failed``, say) a pending session also moves to it, once, and sends
+    ``connect_session_ended_without_account``; otherwise its status is left as it was.
+    ``extra_fields`` are written in the same UPDATE.
+    """
+    fields: dict[str, Any] = {
+        "error_code": bounds.clip(exc.code, ConnectSession, "error_code"),
+        "error_message": bounds.clip(exc.message, ConnectSession, "error_message"),
+        "request_id": bounds.clip(exc.request_id, ConnectSession, "request_id"),
+        "updated_at": timezone.now(),
+        **(extra_fields or {}),
+    }
+    # One UPDATE: atomic on its own, and inside a caller's transaction part of it.
+    query = ConnectSession.objects.filter(pk=session.pk)
+    if status is None:
+        query.update(**fields)
+        mirror(session, fields)
+        return
+    fields["status"] = status
+    if query.filter(status=ConnectSession.Status.PENDING).update(**fields):
+        mirror(session, fields)
+        on_commit_ended(session, status)
+    else:
+        session.refresh_from_db()  # it ended meanwhile: show the caller how
+
+
+def return_hint_fields(connect_status: str, reason: str) -> dict[str, str]:
+    """What the browser's return URL claimed, for support; it decides nothing."""
+    # NUL cannot be stored by PostgreSQL; the query string is anyone's to type.
+    connect_status = (connect_status or "").replace("\x00", "")
+    reason = (reason or "").replace("\x00", "")
+    return {"return_status": connect_status[:32], "return_reason": reason[:255]}
+
+
+def _store_fields(session: ConnectSession, fields: Mapping[str, Any]) -> None:
+    ConnectSession.objects.filter(pk=session.pk).update(**fields)
+    mirror(session, fields)
+
+
+def reconcile_session(
+    session: ConnectSession,
+    *,
+    client: UniPostClient | None = None,
+    hint: tuple[str, str] | None = None,
+) -> ConnectSession:
+    """Ask UniPost for the session's truth and apply it. Returns ``session``, updated.
+
+    ``hint`` is the return URL's ``(connect_status, reason)``: recorded, never trusted,
+    and written in the same UPDATE as the state change when there is one.
+    On an API failure the row's status is left as it was, the error (and the hint) is
+    recorded on it, and the :class:`~unipost_connect.errors.UniPostError` is raised.
+    """
+    extra = return_hint_fields(*hint) if hint is not None else {}
+    if not session.unipost_session_id:
+        if extra:
+            _store_fields(session, extra)
+        return session
+    client = client or get_client()
+    try:
+        remote = client.get_session(session.unipost_session_id)
+        # No refresh afterwards: a change this call made is mirrored on ``session``, and
+        # one it lost to a concurrent worker was read back from the database.
+        changed = apply_remote_session(session, remote, extra_fields=extra)
+    except UniPostError as exc:
+        record_error(session, exc, extra_fields=extra)
+        raise
+    if extra and not changed:
+        _store_fields(session, extra)
+    return session
+
+
+def apply_remote_session(
+    session: ConnectSession, remote: RemoteSession, *, extra_fields: Mapping[str, Any] | None = None
+) -> bool:
+    """Move the local session to the state UniPost reports. True if this call changed it.
+
+    ``extra_fields`` are written in the same UPDATE when the state changes. An answer
+    about another session, or one that cannot be stored, raises
+    :class:`~unipost_connect.errors.UniPostResponseError` and changes nothing.
+    """
+    check_about(session, remote)
+    if remote.status == "completed":
+        if not remote.managed_account_id:
+            raise UniPostResponseError(
+                "UniPost reports the session completed but names no managed_account_id.",
+                request_id=remote.request_id,
+            )
+        account_id = storable(
+            remote, remote.managed_account_id, ConnectedAccount, "managed_account_id", "managed_account_id"
+        )
+        return complete_session(
+            session,
+            account_id,
+            completed_at=bounds.plausible_datetime(remote.completed_at),
+            extra_fields=extra_fields,
+        )
+    if remote.status in ("expired", "cancelled"):
+        return end_session(session, remote.status, extra_fields=extra_fields)
+    expires_at = bounds.plausible_datetime(remote.expires_at)
+    if remote.status != "pending":
+        logger.warning(
+            "UniPost reported unknown status %r for connect session %s; leaving it pending.",
+            remote.status[:32],
+            session.pk,
+        )
+    elif expires_at and expires_at != session.expires_at:
+        ConnectSession.objects.filter(pk=session.pk).update(expires_at=expires_at)
+        session.expires_at = expires_at
+    return False
+
+
+def complete_session(
+    session: ConnectSession,
+    managed_account_id: str,
+    *,
+    account_name: str = "",
+    profile_id: str = "",
+    completed_at: datetime | None = None,
+    extra_fields: Mapping[str, Any] | None = None,
+) -> bool:
+    """Mark the session completed and record its account, exactly once.
+
+    Returns True for the one caller that made the change; it alone sends
+    ``connect_session_completed`` (after commit).
+    """
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "status": ConnectSession.Status.COMPLETED,
+        "managed_account_id": managed_account_id,
+        "completed_at": completed_at or now,
+        "error_code": "",
+        "error_message": "",
+        "updated_at": now,
+        **(extra_fields or {}),
+    }
+    # No savepoint of our own: nothing here is retried after a failure, and inside a
+    # caller's transaction (the webhook's) a failure must undo the caller's work too.
+    with transaction.atomic(savepoint=False):
+        # Under READ COMMITTED a concurrent UPDATE of the same row waits for the first
+        # to commit, then re-checks the WHERE on the new row: only one caller matches.
+        won = ConnectSession.objects.filter(pk=session.pk, status__in=_COMPLETABLE).update(**fields)
+        if won:
+            account = upsert_account(
+                user_id=session.user_id,
+                managed_account_id=managed_account_id,
+                platform=session.platform,
+                account_name=account_name,
+                external_user_id=session.external_user_id,
+                profile_id=profile_id or session.profile_id,
+            )
+            if account.user_id != session.user_id:
+                # UniPost's truth (completed) is kept, but the account is another local
+                # user's: this user got none, and staff see why.
+                fields.update(conflict_fields(account, session.user_id))
+                ConnectSession.objects.filter(pk=session.pk).update(
+                    error_code=fields["error_code"], error_message=fields["error_message"]
+                )
+                mirror(session, fields)
+                on_commit_ended(session, ConnectSession.Status.COMPLETED)
+            else:
+                mirror(session, fields)
+                snapshot = copy.copy(session)
+                transaction.on_commit(
+                    lambda: signals.connect_session_completed.send(
+                        sender=ConnectSession, session=snapshot, account=account
+                    )
+                )
+    if not won:
+        session.refresh_from_db()  # show the caller what the winner recorded
+    return bool(won)
+
+
+def end_session(
+    session: ConnectSession, status: str, *, extra_fields: Mapping[str, Any] | None = None
+) -> bool:
+    """Move a pending session to expired or cancelled, exactly once."""
+    if status not in (ConnectSession.Status.EXPIRED, ConnectSession.Status.CANCELLED):
+        raise ValueError(f"{status!r} is not an ending status")
+    fields = {"status": status, "updated_at": timezone.now(), **(extra_fields or {})}
+    with transaction.atomic(savepoint=False):
+        won = ConnectSession.objects.filter(pk=session.pk, status=ConnectSession.Status.PENDING).update(
+            **fields
+        )
+        if won:
+            mirror(session, fields)
+            on_commit_ended(session, status)
+    if not won:
+        session.refresh_from_db()
+    return bool(won)
+
+
+def on_commit_ended(session: ConnectSession, status: str) -> None:
+    # A copy, so what receivers see is this change even if the caller moves on first.
+    snapshot = copy.copy(session)
+    transaction.on_commit(
+        lambda: signals.connect_session_ended_without_account.send(
+            sender=ConnectSession, session=snapshot, status=str(status)
+        )
+    )
+
+
+def is_overdue(session: ConnectSession, *, grace: timedelta = timedelta(0)) -> bool:
+    """True once the session's deadline (plus ``grace``) has passed."""
+    deadline = session.expires_at or session.created_at + SESSION_LIFETIME
+    return timezone.now() > deadline + grace
+
+
+def expire_if_overdue(session: ConnectSession, *, grace: timedelta = timedelta(0)) -> bool:
+    """Mark a pending session expired locally once its deadline (plus ``grace``) has passed."""
+    if session.status == ConnectSession.Status.PENDING and is_overdue(session, grace=grace):
+        return end_session(session, ConnectSession.Status.EXPIRED)
+    return False
+
+
+def user_sessions(user: _AnyUser, limit: int = 10) -> list[ConnectSession]:
+    if user.pk is None:  # an anonymous (or unsaved) user has no sessions
+        return []
+    return list(ConnectSession.objects.filter(user_id=user.pk).order_by("-created_at")[:limit])
