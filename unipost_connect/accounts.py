@@ -57,24 +57,7 @@ def upsert_account(
         "profile_id": profile_id if bounds.fits(profile_id, ConnectedAccount, "profile_id") else "",
     }
     with transaction.atomic(savepoint=False):
-        account = (
-            ConnectedAccount.objects.select_for_update().filter(managed_account_id=managed_account_id).first()
-        )
-        created = False
-        if account is None:
-            now = timezone.now()
-            account = ConnectedAccount(
-                managed_account_id=managed_account_id,
-                status=ConnectedAccount.Status.ACTIVE,
-                connected_at=now,
-                **values,
-            )
-            created = insert_unless_conflict(account)
-            if not created:  # another worker inserted it since our read: refresh theirs
-                account = ConnectedAccount.objects.select_for_update().get(
-                    managed_account_id=managed_account_id
-                )
-        reactivated = False
+        account, created = _locked_or_inserted(managed_account_id, values)
         if not created and account.user_id != user_id:
             # Another local user's account: neither moved nor changed on this user's behalf.
             logger.warning(
@@ -84,17 +67,7 @@ def upsert_account(
                 user_id,
             )
             return account
-        if not created:
-            reactivated = account.status != ConnectedAccount.Status.ACTIVE
-            account.platform = platform or account.platform
-            account.account_name = values["account_name"] or account.account_name
-            account.external_user_id = values["external_user_id"] or account.external_user_id
-            account.profile_id = values["profile_id"] or account.profile_id
-            account.status = ConnectedAccount.Status.ACTIVE
-            if reactivated:
-                account.connected_at = timezone.now()
-                account.disconnected_at = None
-            account.save()
+        reactivated = not created and _refresh(account, values)
         if created or reactivated:
             snapshot = copy.copy(account)
             transaction.on_commit(
@@ -103,6 +76,40 @@ def upsert_account(
                 )
             )
     return account
+
+
+def _locked_or_inserted(managed_account_id: str, values: dict[str, Any]) -> tuple[ConnectedAccount, bool]:
+    """The account's row, locked for this transaction, and whether this call created it."""
+    account = (
+        ConnectedAccount.objects.select_for_update().filter(managed_account_id=managed_account_id).first()
+    )
+    if account is not None:
+        return account, False
+    account = ConnectedAccount(
+        managed_account_id=managed_account_id,
+        status=ConnectedAccount.Status.ACTIVE,
+        connected_at=timezone.now(),
+        **values,
+    )
+    if insert_unless_conflict(account):
+        return account, True
+    # Another worker inserted it since our read: theirs, locked.
+    return ConnectedAccount.objects.select_for_update().get(managed_account_id=managed_account_id), False
+
+
+def _refresh(account: ConnectedAccount, values: dict[str, Any]) -> bool:
+    """Bring an existing account up to date and active; True if it was not active."""
+    reactivated = account.status != ConnectedAccount.Status.ACTIVE
+    account.platform = values["platform"] or account.platform
+    account.account_name = values["account_name"] or account.account_name
+    account.external_user_id = values["external_user_id"] or account.external_user_id
+    account.profile_id = values["profile_id"] or account.profile_id
+    account.status = ConnectedAccount.Status.ACTIVE
+    if reactivated:
+        account.connected_at = timezone.now()
+        account.disconnected_at = None
+    account.save()
+    return reactivated
 
 
 def mark_disconnected(account: ConnectedAccount) -> bool:

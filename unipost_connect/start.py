@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from . import bounds
+from . import bounds, platforms
 from . import client as client_module
 from .client import RemoteSession, UniPostClient, get_client
 from .conf import app_settings
@@ -100,54 +100,22 @@ def start_session(
     session at UniPost: the later ones wait for the first and return its session, or
     raise :class:`StartInProgressError` if it takes longer than ``START_WAIT`` seconds.
     """
-    platform = (platform or "").strip().lower()
+    platform = platforms.normalize(platform)
     if platform not in app_settings.PLATFORMS:
         raise UnknownPlatformError(f"{platform!r} is not an allowed platform.")
-    profile_id = app_settings.PROFILE_ID or ""
-    target = _Target(
-        user=user,
-        platform=platform,
-        profile_id=bounds.clip(profile_id, ConnectSession, "profile_id"),
-        quickstart=app_settings.ALLOW_QUICKSTART_CREDS,
-    )
     # Before any row is written: a configuration error leaves nothing half-made.
     client = client or get_client()
-    external_user_id = str(app_settings.EXTERNAL_USER_ID(user)).strip()
-    email = (getattr(user, "email", "") or "") if app_settings.SEND_USER_EMAIL else ""
-
+    wanted = _Wanted.of(user, platform)
     session_id = uuid.uuid4()
     return_url = build_return_url(session_id, request)
-    session = _claim_start(
-        target,
-        client,
-        ConnectSession(
-            id=session_id,
-            user=user,
-            platform=platform,
-            profile_id=target.profile_id,
-            external_user_id=bounds.clip(external_user_id, ConnectSession, "external_user_id"),
-            external_user_email=bounds.clip(email, ConnectSession, "external_user_email"),
-            allow_quickstart_creds=target.quickstart,
-            next_url=next_url,
-        ),
-    )
+    session = _claim_start(wanted.target, client, wanted.new_row(session_id, next_url))
     if session.pk != session_id:  # another request's session, or one still pending
         if session.next_url != next_url:
             session.next_url = next_url
             session.save(update_fields=["next_url", "updated_at"])
         return session
     try:
-        check_external_user_id(external_user_id)
-        _check_profile_id(profile_id)
-        remote = client.create_session(
-            platform=platform,
-            external_user_id=external_user_id,
-            external_user_email=email or None,
-            return_url=return_url,
-            profile_id=profile_id or None,
-            allow_quickstart_creds=target.quickstart,
-        )
-        _store_created(session, remote)
+        _create(session, client, wanted, return_url)
     except UniPostError as exc:
         record_error(session, exc, status=ConnectSession.Status.FAILED)
         logger.warning("Connect session %s failed to start: %s", session.pk, exc.code)
@@ -158,6 +126,21 @@ def start_session(
         record_error(session, unexpected, status=ConnectSession.Status.FAILED)
         raise
     return session
+
+
+def _create(session: ConnectSession, client: UniPostClient, wanted: _Wanted, return_url: str) -> None:
+    """Ask UniPost for the session and record its answer on ``session``'s row."""
+    check_external_user_id(wanted.external_user_id)
+    _check_profile_id(wanted.profile_id)
+    remote = client.create_session(
+        platform=wanted.target.platform,
+        external_user_id=wanted.external_user_id,
+        external_user_email=wanted.email or None,
+        return_url=return_url,
+        profile_id=wanted.profile_id or None,
+        allow_quickstart_creds=wanted.target.quickstart,
+    )
+    _store_created(session, remote)
 
 
 @dataclass(frozen=True)
@@ -176,6 +159,44 @@ class _Target:
             profile_id=self.profile_id,
             allow_quickstart_creds=self.quickstart,
             status=ConnectSession.Status.PENDING,
+        )
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What this start would send to UniPost, as the site's settings give it, and the
+    target it is for (stored values are bounded; these are sent as they are)."""
+
+    target: _Target
+    external_user_id: str
+    email: str
+    profile_id: str
+
+    @classmethod
+    def of(cls, user: Any, platform: str) -> _Wanted:
+        profile_id = app_settings.PROFILE_ID or ""
+        return cls(
+            target=_Target(
+                user=user,
+                platform=platform,
+                profile_id=bounds.clip(profile_id, ConnectSession, "profile_id"),
+                quickstart=app_settings.ALLOW_QUICKSTART_CREDS,
+            ),
+            external_user_id=str(app_settings.EXTERNAL_USER_ID(user)).strip(),
+            email=(getattr(user, "email", "") or "") if app_settings.SEND_USER_EMAIL else "",
+            profile_id=profile_id,
+        )
+
+    def new_row(self, session_id: uuid.UUID, next_url: str) -> ConnectSession:
+        return ConnectSession(
+            id=session_id,
+            user=self.target.user,
+            platform=self.target.platform,
+            profile_id=self.target.profile_id,
+            external_user_id=bounds.clip(self.external_user_id, ConnectSession, "external_user_id"),
+            external_user_email=bounds.clip(self.email, ConnectSession, "external_user_email"),
+            allow_quickstart_creds=self.target.quickstart,
+            next_url=next_url,
         )
 
 
