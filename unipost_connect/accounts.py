@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from . import bounds, signals
 from .client import UniPostClient, get_client
-from .db import insert_unless_conflict, mirror
+from .db import change_once, insert_unless_conflict
 from .errors import NotFoundError
 from .models import ConnectedAccount
 
@@ -115,42 +115,24 @@ def _refresh(account: ConnectedAccount, values: dict[str, Any]) -> bool:
 def mark_disconnected(account: ConnectedAccount) -> bool:
     """Mark the account disconnected locally, once; sends ``account_disconnected``."""
     now = timezone.now()
-    fields = {"status": ConnectedAccount.Status.DISCONNECTED, "disconnected_at": now, "updated_at": now}
-    with transaction.atomic(savepoint=False):
-        won = (
-            ConnectedAccount.objects.filter(pk=account.pk)
-            .exclude(status=ConnectedAccount.Status.DISCONNECTED)
-            .update(**fields)
-        )
-        if won:
-            mirror(account, fields)
-            snapshot = copy.copy(account)
-            transaction.on_commit(
-                lambda: signals.account_disconnected.send(sender=ConnectedAccount, account=snapshot)
-            )
-    if not won:
-        account.refresh_from_db()
-    return bool(won)
+    return change_once(
+        account,
+        ConnectedAccount.objects.exclude(status=ConnectedAccount.Status.DISCONNECTED),
+        {"status": ConnectedAccount.Status.DISCONNECTED, "disconnected_at": now, "updated_at": now},
+        lambda snapshot: signals.account_disconnected.send(sender=ConnectedAccount, account=snapshot),
+    )
 
 
 def mark_reconnect_required(account: ConnectedAccount, *, reason: str) -> bool:
     """Mark an active account ``reconnect_required``, once; sends ``account_needs_reconnect``."""
-    fields = {"status": ConnectedAccount.Status.RECONNECT_REQUIRED, "updated_at": timezone.now()}
-    with transaction.atomic(savepoint=False):
-        won = ConnectedAccount.objects.filter(pk=account.pk, status=ConnectedAccount.Status.ACTIVE).update(
-            **fields
-        )
-        if won:
-            mirror(account, fields)
-            snapshot = copy.copy(account)
-            transaction.on_commit(
-                lambda: signals.account_needs_reconnect.send(
-                    sender=ConnectedAccount, account=snapshot, reason=reason
-                )
-            )
-    if not won:
-        account.refresh_from_db()
-    return bool(won)
+    return change_once(
+        account,
+        ConnectedAccount.objects.filter(status=ConnectedAccount.Status.ACTIVE),
+        {"status": ConnectedAccount.Status.RECONNECT_REQUIRED, "updated_at": timezone.now()},
+        lambda snapshot: signals.account_needs_reconnect.send(
+            sender=ConnectedAccount, account=snapshot, reason=reason
+        ),
+    )
 
 
 def disconnect_account(account: ConnectedAccount, *, client: UniPostClient | None = None) -> bool:

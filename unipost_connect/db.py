@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, cast
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
 
 from django.db import IntegrityError, connections, models, router, transaction
+
+M = TypeVar("M", bound=models.Model)
 
 
 def _column(field: models.Field[Any, Any]) -> str:
@@ -84,3 +87,22 @@ def mirror(instance: models.Model, fields: Mapping[str, Any]) -> None:
     sees the change without reading the row again."""
     for name, value in fields.items():
         setattr(instance, name, value)
+
+
+def change_once(
+    instance: M, due: models.QuerySet[M], fields: Mapping[str, Any], announce: Callable[[M], object]
+) -> bool:
+    """Write ``fields`` to ``instance``'s row if the row is still one of ``due``: one
+    conditional UPDATE, so of several racing workers exactly one matches. True for that
+    one; it alone calls ``announce`` with a snapshot of the changed instance, after the
+    transaction commits (at once outside one). The others see the row as the winner
+    left it."""
+    won = due.filter(pk=instance.pk).update(**fields)
+    if won:
+        mirror(instance, fields)
+        # A copy, so receivers see this change even if the caller moves on first.
+        snapshot = copy.copy(instance)
+        transaction.on_commit(lambda: announce(snapshot), using=router.db_for_write(type(instance)))
+    else:
+        instance.refresh_from_db()
+    return bool(won)

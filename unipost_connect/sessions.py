@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from . import bounds, signals
 from .accounts import conflict_fields, upsert_account
 from .client import RemoteSession, UniPostClient, get_client
 from .contract import SESSION_LIFETIME
-from .db import mirror
+from .db import change_once, mirror
 from .errors import UniPostError, UniPostResponseError
 from .models import ConnectedAccount, ConnectSession
 
@@ -88,26 +89,26 @@ def record_error(
         "updated_at": timezone.now(),
         **(extra_fields or {}),
     }
-    # One UPDATE: atomic on its own, and inside a caller's transaction part of it.
-    query = ConnectSession.objects.filter(pk=session.pk)
     if status is None:
-        query.update(**fields)
+        ConnectSession.objects.filter(pk=session.pk).update(**fields)
         mirror(session, fields)
-        return
-    fields["status"] = status
-    if query.filter(status=ConnectSession.Status.PENDING).update(**fields):
-        mirror(session, fields)
-        on_commit_ended(session, status)
     else:
-        session.refresh_from_db()  # it ended meanwhile: show the caller how
+        fields["status"] = status
+        change_once(
+            session,
+            ConnectSession.objects.filter(status=ConnectSession.Status.PENDING),
+            fields,
+            announce_ended(status),
+        )
 
 
 def return_hint_fields(connect_status: str, reason: str) -> dict[str, str]:
     """What the browser's return URL claimed, for support; it decides nothing."""
-    # NUL cannot be stored by PostgreSQL; the query string is anyone's to type.
-    connect_status = (connect_status or "").replace("\x00", "")
-    reason = (reason or "").replace("\x00", "")
-    return {"return_status": connect_status[:32], "return_reason": reason[:255]}
+    # Bounded like UniPost's values: the query string is anyone's to type.
+    return {
+        "return_status": bounds.clip(connect_status, ConnectSession, "return_status"),
+        "return_reason": bounds.clip(reason, ConnectSession, "return_reason"),
+    }
 
 
 def _store_fields(session: ConnectSession, fields: Mapping[str, Any]) -> None:
@@ -234,7 +235,9 @@ def complete_session(
                     error_code=fields["error_code"], error_message=fields["error_message"]
                 )
                 mirror(session, fields)
-                on_commit_ended(session, ConnectSession.Status.COMPLETED)
+                transaction.on_commit(
+                    partial(announce_ended(ConnectSession.Status.COMPLETED), copy.copy(session))
+                )
             else:
                 mirror(session, fields)
                 snapshot = copy.copy(session)
@@ -255,25 +258,22 @@ def end_session(
     if status not in (ConnectSession.Status.EXPIRED, ConnectSession.Status.CANCELLED):
         raise ValueError(f"{status!r} is not an ending status")
     fields = {"status": status, "updated_at": timezone.now(), **(extra_fields or {})}
-    with transaction.atomic(savepoint=False):
-        won = ConnectSession.objects.filter(pk=session.pk, status=ConnectSession.Status.PENDING).update(
-            **fields
-        )
-        if won:
-            mirror(session, fields)
-            on_commit_ended(session, status)
-    if not won:
-        session.refresh_from_db()
-    return bool(won)
+    return change_once(
+        session,
+        ConnectSession.objects.filter(status=ConnectSession.Status.PENDING),
+        fields,
+        announce_ended(status),
+    )
 
 
-def on_commit_ended(session: ConnectSession, status: str) -> None:
-    # A copy, so what receivers see is this change even if the caller moves on first.
-    snapshot = copy.copy(session)
-    transaction.on_commit(
-        lambda: signals.connect_session_ended_without_account.send(
-            sender=ConnectSession, session=snapshot, status=str(status)
-        )
+def _pending() -> QuerySet[ConnectSession]:
+    return ConnectSession.objects.filter(status=ConnectSession.Status.PENDING)
+
+
+def announce_ended(status: str) -> Callable[[ConnectSession], object]:
+    """What tells receivers a session ended without an account (``status`` says how)."""
+    return lambda snapshot: signals.connect_session_ended_without_account.send(
+        sender=ConnectSession, session=snapshot, status=str(status)
     )
 
 
