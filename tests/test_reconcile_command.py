@@ -14,9 +14,9 @@ from django.db import connections
 from django.test import TestCase, override_settings
 from django.utils import timezone
 
+from unipost_connect import reconcile as engine
 from unipost_connect import services, signals
-from unipost_connect.client import get_client
-from unipost_connect.management.commands import unipost_connect_reconcile as command_module
+from unipost_connect.client import UniPostClient, get_client
 from unipost_connect.models import ConnectedAccount, ConnectSession
 
 pytestmark = pytest.mark.django_db
@@ -73,9 +73,9 @@ def status_of(session: ConnectSession) -> str:
 
 @pytest.fixture
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every wait the command (or its client) asks for, without waiting."""
+    """Every wait the run (its own pacing, and its clients' retries) asks for, without waiting."""
     asked: list[float] = []
-    monkeypatch.setattr(command_module, "sleep", asked.append)
+    monkeypatch.setattr("unipost_connect.client._sleep", asked.append)
     return asked
 
 
@@ -207,7 +207,7 @@ def test_a_retry_after_of_an_hour_is_capped(fake, user, waits):
     session = make_session(user)
     fake.rate_limit_next("get", retry_after=3600)
     reconcile()
-    assert waits == [command_module.MAX_RATE_LIMIT_WAIT]
+    assert waits == [engine.MAX_RATE_LIMIT_WAIT]
     assert status_of(session) == "pending"
 
 
@@ -215,9 +215,9 @@ def test_persistent_rate_limiting_stops_the_run_and_reports_it(fake, user, waits
     sessions = [make_session(user, minutes_ago=20 - i) for i in range(3)]
     for session in sessions:
         fake.approve(session.unipost_session_id)
-    fake.rate_limit_next("get", retry_after=10, times=command_module.RATE_LIMIT_ATTEMPTS)
+    fake.rate_limit_next("get", retry_after=10, times=engine.RATE_LIMIT_ATTEMPTS)
     out, err, stopped = reconcile_stopped()
-    assert waits == [10] * (command_module.RATE_LIMIT_ATTEMPTS - 1)
+    assert waits == [10] * (engine.RATE_LIMIT_ATTEMPTS - 1)
     assert f"session {sessions[0].pk}" in err and "RATE_LIMITED" in err
     assert "stopped early" in str(stopped)
     assert stopped.returncode != 0
@@ -335,7 +335,7 @@ def test_an_outcome_recorded_meanwhile_is_not_applied_twice(fake, user, sent, mo
     session = make_session(user)
     fake.approve(session.unipost_session_id)
     # The return view completes it between the command's read and its write.
-    real_get = command_module.UniPostClient.get_session
+    real_get = UniPostClient.get_session
 
     def get_then_return_view(self: Any, session_id: str) -> Any:
         remote = real_get(self, session_id)
@@ -344,7 +344,7 @@ def test_an_outcome_recorded_meanwhile_is_not_applied_twice(fake, user, sent, mo
         )
         return remote
 
-    monkeypatch.setattr(command_module.UniPostClient, "get_session", get_then_return_view)
+    monkeypatch.setattr(UniPostClient, "get_session", get_then_return_view)
     out, _ = reconcile()
     assert status_of(session) == "completed"
     assert len(sent["completed"]) == 1
@@ -450,7 +450,7 @@ def test_authentication_failure_stops_the_workers_too(fake, user, waits):
     assert "UNIPOST_CONNECT['API_KEY']" in str(stopped)
     assert "1 errors" in out
     # At most the reads already in flight went out, not one per session.
-    assert len(fake.requests) <= 3 * command_module.WINDOW_PER_WORKER
+    assert len(fake.requests) <= 3 * engine.WINDOW_PER_WORKER
     assert [status_of(s) for s in sessions] == ["pending"] * 12
 
 
@@ -502,7 +502,7 @@ def test_ctrl_c_prints_the_summary_and_exits_130(fake, user, monkeypatch):
     sessions = [make_session(user, minutes_ago=30 - i) for i in range(4)]
     for session in sessions:
         fake.approve(session.unipost_session_id)
-    real_get = command_module.UniPostClient.get_session
+    real_get = UniPostClient.get_session
     calls = []
 
     def get_then_ctrl_c(self: Any, session_id: str, **kwargs: Any) -> Any:
@@ -511,7 +511,7 @@ def test_ctrl_c_prints_the_summary_and_exits_130(fake, user, monkeypatch):
             raise KeyboardInterrupt
         return real_get(self, session_id, **kwargs)
 
-    monkeypatch.setattr(command_module.UniPostClient, "get_session", get_then_ctrl_c)
+    monkeypatch.setattr(UniPostClient, "get_session", get_then_ctrl_c)
     out, err, stopped = reconcile_stopped()
     assert stopped.returncode == 130
     assert "nterrupted" in str(stopped)

@@ -334,6 +334,26 @@ class UniPostClient:
     def __repr__(self) -> str:  # never show the key
         return f"<UniPostClient {self.base_url}>"
 
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> UniPostClient:
+        """A new client configured by ``UNIPOST_CONNECT`` (read now, through ``conf``).
+
+        ``overrides`` are keyword arguments of the constructor that win over the
+        settings. Each call makes its own ``requests.Session``: a thread that needs a
+        client of its own (a session is not guaranteed thread-safe) gets one here; code
+        that can share one calls :func:`get_client`.
+        """
+        from .conf import app_settings
+
+        options: dict[str, Any] = {
+            "api_key": app_settings.API_KEY,
+            "base_url": app_settings.API_BASE_URL,
+            "timeout": app_settings.TIMEOUT,
+            "max_retries": app_settings.MAX_RETRIES,
+            "retry_max_wait": app_settings.RETRY_MAX_WAIT,
+        }
+        return cls(**{**options, **overrides})
+
     # -- endpoints -------------------------------------------------------------
 
     def create_session(
@@ -525,6 +545,8 @@ def get_client() -> UniPostClient:
     """The shared client for the current settings; one pooled session per configuration."""
     from .conf import app_settings
 
+    # Every setting :meth:`UniPostClient.from_settings` reads, so a change of any of them
+    # (``override_settings`` in tests, a reload) gets a client of its own.
     key = (
         app_settings.API_KEY,
         app_settings.API_BASE_URL,
@@ -535,6 +557,6 @@ def get_client() -> UniPostClient:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = UniPostClient(key[0], key[1], timeout=key[2], max_retries=key[3], retry_max_wait=key[4])
+            client = UniPostClient.from_settings()
             _clients[key] = client
         return client
