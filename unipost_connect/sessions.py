@@ -227,28 +227,31 @@ def complete_session(
                 external_user_id=session.external_user_id,
                 profile_id=profile_id or session.profile_id,
             )
-            if account.user_id != session.user_id:
-                # UniPost's truth (completed) is kept, but the account is another local
-                # user's: this user got none, and staff see why.
-                fields.update(conflict_fields(account, session.user_id))
-                ConnectSession.objects.filter(pk=session.pk).update(
-                    error_code=fields["error_code"], error_message=fields["error_message"]
-                )
-                mirror(session, fields)
-                transaction.on_commit(
-                    partial(announce_ended(ConnectSession.Status.COMPLETED), copy.copy(session))
-                )
-            else:
-                mirror(session, fields)
-                snapshot = copy.copy(session)
-                transaction.on_commit(
-                    lambda: signals.connect_session_completed.send(
-                        sender=ConnectSession, session=snapshot, account=account
-                    )
-                )
+            _announce_completion(session, account, fields)
     if not won:
         session.refresh_from_db()  # show the caller what the winner recorded
     return bool(won)
+
+
+def _announce_completion(session: ConnectSession, account: ConnectedAccount, fields: dict[str, Any]) -> None:
+    """Mirror the completion on ``session`` and tell receivers, after commit, what it gave."""
+    if account.user_id != session.user_id:
+        # UniPost's truth (completed) is kept, but the account is another local user's:
+        # this user got none, and staff see why.
+        fields.update(conflict_fields(account, session.user_id))
+        ConnectSession.objects.filter(pk=session.pk).update(
+            error_code=fields["error_code"], error_message=fields["error_message"]
+        )
+        mirror(session, fields)
+        transaction.on_commit(partial(announce_ended(ConnectSession.Status.COMPLETED), copy.copy(session)))
+        return
+    mirror(session, fields)
+    snapshot = copy.copy(session)
+    transaction.on_commit(
+        lambda: signals.connect_session_completed.send(
+            sender=ConnectSession, session=snapshot, account=account
+        )
+    )
 
 
 def end_session(
