@@ -8,7 +8,6 @@ from __future__ import annotations
 import email.utils
 import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +39,6 @@ class RemoteSession:
     completed_at: datetime | None = None
     managed_account_id: str = ""
     request_id: str = ""
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -221,7 +219,6 @@ def parse_session(
         completed_at=parse_datetime(data.get("completed_at")),
         managed_account_id=managed_account_id,
         request_id=request_id,
-        raw=data,
     )
 
 
