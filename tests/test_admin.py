@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from tests.helpers import start
 from unipost_connect import services
+from unipost_connect.admin import user_search_fields
 from unipost_connect.client import get_client
 from unipost_connect.models import ConnectedAccount, ConnectSession, WebhookEvent
 
@@ -162,6 +163,27 @@ def test_session_search(admin_client, fake, user, other_user):
     assert found(theirs.external_user_id) == {theirs.pk}
     assert found(mine.unipost_session_id) == {mine.pk}
     assert found(mine.managed_account_id) == {mine.pk}
+
+
+def test_admin_searches_the_site_user_models_own_fields() -> None:
+    assert user_search_fields() == ("user__username", "user__email")
+
+
+def test_admin_search_by_email_finds_the_session(
+    fake: Any, user_client: Client, admin_client: Client
+) -> None:
+    user_client.post(reverse("unipost_connect:start"), {"platform": "linkedin"})
+    session = ConnectSession.objects.get()
+    link = f"/admin/unipost_connect/connectsession/{session.pk}/change/"
+
+    def found(query: str) -> bool:
+        page = admin_client.get("/admin/unipost_connect/connectsession/", {"q": query})
+        assert page.status_code == 200
+        return link in page.content.decode()
+
+    assert found("alex@example.com")
+    assert found("alex")
+    assert not found("nobody@example.com")
 
 
 def test_account_filters_and_search(admin_client, fake, user, other_user):

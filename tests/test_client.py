@@ -12,6 +12,7 @@ import requests
 import responses
 from django.test import override_settings
 
+from tests.faults import CREATE_FAULTS, NOT_HTTP_URLS, Fault, fault_id
 from unipost_connect import __version__
 from unipost_connect.client import RemoteSession, UniPostClient, get_client
 from unipost_connect.errors import (
@@ -246,21 +247,7 @@ def test_data_that_is_not_an_object_is_refused(data: Any) -> None:
             make_client().get_session("cs_1")
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "javascript:alert(document.cookie)",
-        "data:text/html,<script>alert(1)</script>",
-        "ftp://app.unipost.dev/connect/linkedin",
-        "//app.unipost.dev/connect/linkedin",
-        "/connect/linkedin?state=x",
-        "https:///connect/linkedin",
-        "https://app.unipost.dev/connect\r\nSet-Cookie: a=b",
-        "https://app.unipost.dev/connect/linkedin?state=a\nb",
-        "https://app.unipost.dev/connect linkedin",
-        "https://[::1/connect",
-    ],
-)
+@pytest.mark.parametrize("url", NOT_HTTP_URLS)
 def test_hosted_url_that_is_not_http_is_refused(url: str) -> None:
     with responses.RequestsMock() as rsps:
         rsps.post(SESSIONS, json=envelope({**CREATED, "url": url}), status=201)
@@ -275,17 +262,19 @@ def test_hosted_url_over_http_or_uppercase_is_accepted(url: str) -> None:
         assert create(make_client()).url == url
 
 
-# -- 2xx answers that are not JSON objects ---------------------------------------------------------
+# -- 2xx answers that cannot be used: the shared table's bad bodies -------------------------------
+
+UNUSABLE_BODIES = [
+    f for f in CREATE_FAULTS if f.body and f.status is None and f.code == "INVALID_RESPONSE" and not f.creates
+]
 
 
-@pytest.mark.parametrize(
-    "body",
-    [b"<html><body>OK</body></html>", b"", b'{"data": {"id": "cs_1", "sta', b"[1, 2]", b'"pending"', b"null"],
-    ids=["html", "empty", "truncated", "list", "string", "null"],
-)
-def test_success_status_with_unusable_body(body: bytes) -> None:
+@pytest.mark.parametrize("fault", UNUSABLE_BODIES, ids=fault_id)
+def test_success_status_with_unusable_body(fault: Fault) -> None:
+    assert fault.body is not None
+    headers = {**fault.headers, "X-Request-Id": "req_hdr"}
     with responses.RequestsMock() as rsps:
-        rsps.post(SESSIONS, body=body, status=201, headers={"X-Request-Id": "req_hdr"})
+        rsps.post(SESSIONS, body=fault.body(CREATED), status=201, headers=headers)
         with pytest.raises(UniPostResponseError) as info:
             create(make_client())
     assert info.value.status == 201

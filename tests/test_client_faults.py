@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 import socket
 import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
 import requests
 import responses
 
-from tests.faults import body_reset_after, refused, reset_after_headers
-from unipost_connect.client import UniPostClient
+from tests.faults import ONCE, RETRIED, TRANSPORT_FAULTS, Fault, body_reset_after, fault_id, refused
+from unipost_connect.client import UniPostClient, parse_retry_after
 from unipost_connect.errors import (
     RateLimitedError,
     ServerError,
@@ -56,35 +58,31 @@ def body_reset_mid_way() -> io.BufferedReader:
 # -- GET: retried on transient faults -----------------------------------------------------------------
 
 
-TRANSIENT_GET_FAULTS = [
-    pytest.param(requests.ConnectTimeout("connect timed out"), "TIMEOUT", id="connect-timeout"),
-    pytest.param(requests.ReadTimeout("read timed out"), "TIMEOUT", id="read-timeout"),
-    pytest.param(refused(), "CONNECTION_ERROR", id="refused"),
-    pytest.param(reset_after_headers(), "CONNECTION_ERROR", id="reset"),
-    pytest.param(requests.exceptions.ChunkedEncodingError("broken"), "CONNECTION_ERROR", id="chunked"),
-]
+# Every connection fault of the shared table: a GET is always safe to resend.
 
 
-@pytest.mark.parametrize(("exc", "code"), TRANSIENT_GET_FAULTS)
-def test_get_retried_after_transport_failure(exc: Exception, code: str) -> None:
+@pytest.mark.parametrize("fault", TRANSPORT_FAULTS, ids=fault_id)
+def test_get_retried_after_transport_failure(fault: Fault) -> None:
+    assert fault.exception is not None and fault.read == RETRIED
     sleeps = Sleeps()
     with responses.RequestsMock() as rsps:
-        rsps.get(f"{SESSIONS}/cs_1", body=exc)
+        rsps.get(f"{SESSIONS}/cs_1", body=fault.exception())
         rsps.get(f"{SESSIONS}/cs_1", json=OK)
         assert make_client(sleeps).get_session("cs_1").id == "cs_1"
         assert len(rsps.calls) == 2
     assert sleeps == [0.25]
 
 
-@pytest.mark.parametrize(("exc", "code"), TRANSIENT_GET_FAULTS)
-def test_get_gives_up_after_max_retries(exc: Exception, code: str) -> None:
+@pytest.mark.parametrize("fault", TRANSPORT_FAULTS, ids=fault_id)
+def test_get_gives_up_after_max_retries(fault: Fault) -> None:
+    assert fault.exception is not None
     sleeps = Sleeps()
     with responses.RequestsMock() as rsps:
-        rsps.get(f"{SESSIONS}/cs_1", body=exc)
+        rsps.get(f"{SESSIONS}/cs_1", body=fault.exception())
         with pytest.raises(UniPostConnectionError) as info:
             make_client(sleeps, max_retries=3).get_session("cs_1")
         assert len(rsps.calls) == 4
-    assert info.value.code == code
+    assert info.value.code == fault.code
     assert info.value.status is None
     assert info.value.is_retriable
     assert isinstance(info.value.__cause__, requests.RequestException)
@@ -150,6 +148,26 @@ def test_get_not_retried_on_client_errors(fake: FakeUniPost, status: int) -> Non
     assert len(fake.requests) == 1
 
 
+@responses.activate
+def test_no_retry_starts_after_the_deadline() -> None:
+    responses.get(f"{SESSIONS}/cs_1", status=503, body="busy")
+    waits: list[float] = []
+    client = UniPostClient("up_test_k", BASE, deadline=0.1, sleep=waits.append)
+    with pytest.raises(ServerError):
+        client.get_session("cs_1")
+    assert len(responses.calls) == 1  # the first backoff (0.25 s) would pass the deadline
+    assert waits == []
+
+
+@responses.activate
+def test_a_per_call_retry_count_overrides_the_clients() -> None:
+    responses.get(f"{SESSIONS}/cs_1", status=503, body="busy")
+    client = UniPostClient("up_test_k", BASE, max_retries=2, sleep=lambda s: None)
+    with pytest.raises(ServerError):
+        client.get_session("cs_1", max_retries=0)
+    assert len(responses.calls) == 1
+
+
 # -- 429 and Retry-After -------------------------------------------------------------------------------
 
 
@@ -176,6 +194,20 @@ def test_retry_after_as_http_date(fake: FakeUniPost) -> None:
     fake.fail_next("get", 429, code="RATE_LIMITED", headers={"Retry-After": when})
     make_client(sleeps).get_session(remote.id)
     assert len(sleeps) == 1 and 0 <= sleeps[0] <= 4
+
+
+def test_retry_after_http_date_without_zone_is_read_as_utc() -> None:
+    # "-0000" means "UTC, source zone unknown": parsedate_to_datetime gives a naive datetime.
+    later = datetime.now(UTC) + timedelta(seconds=120)
+    header = format_datetime(later.replace(tzinfo=None))
+    assert header.endswith("-0000")
+    seconds = parse_retry_after(header)
+    assert seconds is not None
+    assert 100 < seconds <= 120
+
+
+def test_retry_after_http_date_in_the_past_is_zero() -> None:
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 -0000") == 0.0
 
 
 @pytest.mark.parametrize("retry_after", ["3600", "86400", "inf", "1e400"])
@@ -232,22 +264,20 @@ def test_default_sleep_is_patchable_so_tests_never_wait(fake: FakeUniPost) -> No
 # -- POST create: no idempotency key, so never resent when it may have arrived ---------------------
 
 
-AMBIGUOUS_POST_FAULTS = [
-    pytest.param(requests.ReadTimeout("read timed out"), "TIMEOUT", id="read-timeout"),
-    pytest.param(reset_after_headers(), "CONNECTION_ERROR", id="reset"),
-    pytest.param(requests.ConnectionError("Connection aborted."), "CONNECTION_ERROR", id="aborted"),
-    pytest.param(requests.exceptions.ChunkedEncodingError("broken"), "CONNECTION_ERROR", id="chunked"),
-    pytest.param(requests.exceptions.SSLError("bad record mac"), "CONNECTION_ERROR", id="ssl"),
-]
+# The shared table's connection faults after which the request may have reached UniPost.
+AMBIGUOUS_POST_FAULTS = [f for f in TRANSPORT_FAULTS if f.create == ONCE]
+# ... and those after which it cannot have: nothing was sent, so the POST is resent.
+NEVER_SENT_FAULTS = [f for f in TRANSPORT_FAULTS if f.create == RETRIED]
 
 
-@pytest.mark.parametrize(("exc", "code"), AMBIGUOUS_POST_FAULTS)
-def test_create_not_retried_when_it_may_have_arrived(fake: FakeUniPost, exc: Exception, code: str) -> None:
+@pytest.mark.parametrize("fault", AMBIGUOUS_POST_FAULTS, ids=fault_id)
+def test_create_not_retried_when_it_may_have_arrived(fake: FakeUniPost, fault: Fault) -> None:
+    assert fault.exception is not None
     sleeps = Sleeps()
-    fake.fail_next("create", exception=exc)
+    fake.fail_next("create", exception=fault.exception())
     with pytest.raises(UniPostConnectionError) as info:
         create(make_client(sleeps))
-    assert info.value.code == code
+    assert info.value.code == fault.code
     assert fake.requests == [("POST", "/v1/connect/sessions")]
     assert sleeps == []
 
@@ -272,16 +302,11 @@ def test_create_not_retried_after_5xx(fake: FakeUniPost, status: int) -> None:
     assert sleeps == []
 
 
-@pytest.mark.parametrize(
-    "exc",
-    [
-        pytest.param(refused(), id="refused"),
-        pytest.param(requests.ConnectTimeout("connect timed out"), id="ct"),
-    ],
-)
-def test_create_retried_when_it_never_left(fake: FakeUniPost, exc: Exception) -> None:
+@pytest.mark.parametrize("fault", NEVER_SENT_FAULTS, ids=fault_id)
+def test_create_retried_when_it_never_left(fake: FakeUniPost, fault: Fault) -> None:
+    assert fault.exception is not None
     sleeps = Sleeps()
-    fake.fail_next("create", exception=exc)
+    fake.fail_next("create", exception=fault.exception())
     remote = create(make_client(sleeps))
     assert remote.status == "pending"
     assert len(fake.requests) == 2

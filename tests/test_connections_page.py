@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 from django.conf import settings
 from django.contrib import messages as django_messages
 from django.contrib.auth.models import AnonymousUser
@@ -20,6 +19,7 @@ from django.test import Client, RequestFactory, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from tests.faults import FAULTS, UNAVAILABLE, fault_id
 from unipost_connect.models import ConnectedAccount, ConnectSession
 from unipost_connect.platforms import ALL_PLATFORMS, PLATFORM_LABELS
 
@@ -299,18 +299,15 @@ def test_disconnect_of_an_account_unipost_no_longer_has(fake, user_client, user)
     assert account.status == ConnectedAccount.Status.DISCONNECTED
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        dict(status=500, times=10),
-        dict(status=502, body="<html>Bad gateway</html>", times=10),
-        dict(exception=requests.ConnectionError("reset"), times=10),
-        dict(exception=requests.ReadTimeout(), times=10),
-    ],
-)
+# The shared table's faults (tests/faults.py) of a UniPost that cannot answer now: the
+# connection, and 5xx answers.
+DISCONNECT_FAULTS = [f for f in FAULTS if f.message == UNAVAILABLE and f.code != "INVALID_RESPONSE"]
+
+
+@pytest.mark.parametrize("fault", DISCONNECT_FAULTS, ids=fault_id)
 def test_disconnect_failure_shows_a_message_and_marks_nothing(fake, user_client, fault):
     account = connected_through_the_flow(fake, user_client)
-    fake.fail_next("delete", **fault)
+    fault.inject(fake, "delete", {}, 10)  # outlasts every retry
     answer = user_client.post(disconnect_url(account), {"next": CONNECTIONS})
     assert answer.status_code == 302
     assert answer["Location"] == CONNECTIONS
@@ -413,8 +410,8 @@ def test_the_api_key_and_hosted_state_never_show_in_pages_or_logs(fake, user_cli
     keep(user_client.get(return_url + "?connect_status=success"))
     keep(user_client.get(return_url + "?connect_status=success"))
     # Failed starts, of several kinds.
-    for fault in (dict(status=401), dict(status=422, message="bad"), dict(exception=requests.ReadTimeout())):
-        fake.fail_next("create", **fault)
+    for fault in (f for f in FAULTS if f.id in ("http-401", "http-422-other", "read-timeout")):
+        fault.inject(fake, "create", {}, 1)
         keep(user_client.post(start, {"platform": "threads"}))
     with override_settings(UNIPOST_CONNECT={**settings.UNIPOST_CONNECT, "API_KEY": "up_test_other_key"}):
         keep(user_client.post(start, {"platform": "tiktok"}))

@@ -5,12 +5,13 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
-import requests
 from django.contrib import messages as django_messages
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
+from tests.faults import CREATE_FAULTS, RATE_LIMITED, UNAVAILABLE, create_answer, fault_id
+from tests.faults import SUPPORT as MISCONFIGURED
 from unipost_connect import user_messages, views
 from unipost_connect.errors import (
     AuthenticationError,
@@ -46,9 +47,6 @@ EXPIRED = (
     "The connection attempt expired before it was finished, so no LinkedIn account was connected. "
     "Please start again."
 )
-RATE_LIMITED = "Too many connection attempts right now. Please wait a minute and try again."
-UNAVAILABLE = "The connection service is not available right now. Please try again in a few minutes."
-MISCONFIGURED = "The connection service is misconfigured on this site. Please contact the site's support."
 
 
 def only_messages(
@@ -132,20 +130,13 @@ def test_rate_limited_on_start_and_on_return(fake, user_client):
     assert come_back(user_client, url) == [(django_messages.ERROR, RATE_LIMITED)]
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        dict(status=500, times=10),
-        dict(status=503, times=10),
-        dict(status=502, body="<html>bad gateway</html>", times=10),
-        dict(exception=requests.ConnectionError(), times=10),
-        dict(exception=requests.ConnectTimeout(), times=10),
-        dict(exception=requests.ReadTimeout(), times=10),
-        dict(status=201, body="{not json"),
-    ],
-)
-def test_unipost_unavailable(fake, user_client, fault):
-    fake.fail_next("create", **fault)
+# Every fault of the shared table (tests/faults.py) that means "UniPost cannot answer now".
+UNAVAILABLE_FAULTS = [f for f in CREATE_FAULTS if f.message == UNAVAILABLE and not f.creates]
+
+
+@pytest.mark.parametrize("fault", UNAVAILABLE_FAULTS, ids=fault_id)
+def test_unipost_unavailable(fake, user_client, user, fault):
+    fault.inject(fake, "create", create_answer(user), fault.tries_at("create").calls)
     assert start(user_client) == [(django_messages.ERROR, UNAVAILABLE)]
 
 

@@ -8,13 +8,26 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 from django.conf import settings
 from django.contrib import messages as django_messages
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
+from tests.faults import (
+    CONNECTED,
+    LANDINGS,
+    NOT_FINISHED,
+    READ_FAULTS,
+    Fault,
+    approved,
+    assert_error_kept,
+    assert_told,
+    calls_to,
+    client_sleeps,
+    fault_id,
+    remote_session,
+)
 from unipost_connect import signals
 from unipost_connect.conf import app_settings
 from unipost_connect.models import ConnectedAccount, ConnectSession
@@ -254,6 +267,17 @@ def test_an_oversized_hint_is_stored_truncated(fake, user_client):
     assert len(session.return_reason) <= 255
 
 
+def test_nul_in_next_and_in_the_return_hint_is_harmless(fake, user_client):
+    answer = user_client.post(reverse("unipost_connect:start"), {"platform": "linkedin", "next": "/ok\x00/"})
+    assert answer.status_code == 302
+    session = ConnectSession.objects.get()
+    assert session.next_url == ""
+    back = user_client.get(return_url(session), {"connect_status": "succ\x00ess", "reason": "a\x00b"})
+    assert back.status_code == 302
+    session.refresh_from_db()
+    assert (session.return_status, session.return_reason) == ("success", "ab")
+
+
 # -- who may see it ------------------------------------------------------------------------------
 
 
@@ -329,88 +353,48 @@ def test_a_failed_session_coming_back(fake, user_client):
     ]
 
 
-# -- failures while reading the session ------------------------------------------------------------
-
-UNAVAILABLE = "The connection service is not available right now. Please try again in a few minutes."
-
-# GETs are retried by the client; ``times`` outlasts every retry.
-RETURN_FAILURES = {
-    "401": (
-        dict(status=401, times=10),
-        "UNAUTHORIZED",
-        True,
-        "The connection service is misconfigured on this site. Please contact the site's support.",
-    ),
-    "404": (
-        dict(status=404, times=10),
-        "NOT_FOUND",
-        True,
-        "This connection attempt is no longer known. Please start again.",
-    ),
-    "429": (
-        dict(status=429, code="RATE_LIMITED", headers={"Retry-After": "1"}, times=10),
-        "RATE_LIMITED",
-        True,
-        "Too many connection attempts right now. Please wait a minute and try again.",
-    ),
-    "429-long": (
-        dict(status=429, code="RATE_LIMITED", headers={"Retry-After": "3600"}),
-        "RATE_LIMITED",
-        True,
-        "Too many connection attempts right now. Please wait a minute and try again.",
-    ),
-    "500": (dict(status=500, times=10), "INTERNAL_ERROR", True, UNAVAILABLE),
-    "html-502": (
-        dict(status=502, body="<html>Bad Gateway</html>", headers={"Content-Type": "text/html"}, times=10),
-        "HTTP_502",
-        True,
-        UNAVAILABLE,
-    ),
-    "connection-error": (
-        dict(exception=requests.ConnectionError("reset"), times=10),
-        "CONNECTION_ERROR",
-        False,
-        UNAVAILABLE,
-    ),
-    "connect-timeout": (dict(exception=requests.ConnectTimeout(), times=10), "TIMEOUT", False, UNAVAILABLE),
-    "read-timeout": (dict(exception=requests.ReadTimeout(), times=10), "TIMEOUT", False, UNAVAILABLE),
-    "not-json": (dict(status=200, body="<html>ok</html>"), "INVALID_RESPONSE", True, UNAVAILABLE),
-    "json-list": (dict(status=200, body="[1, 2]"), "INVALID_RESPONSE", True, UNAVAILABLE),
-    "missing-status": (
-        dict(status=200, body=json.dumps({"data": {"id": "cs_x"}})),
-        "INVALID_RESPONSE",
-        True,
-        UNAVAILABLE,
-    ),
-    "completed-without-account": (
-        dict(status=200, body=json.dumps({"data": {"id": "cs_x", "status": "completed"}})),
-        "INVALID_RESPONSE",
-        True,
-        UNAVAILABLE,
-    ),
-}
+# -- failures while reading the session: every fault of the shared table (tests/faults.py) ------
 
 
-@pytest.mark.parametrize("kind", list(RETURN_FAILURES))
-def test_read_failures_leave_the_status_and_record_the_error(fake, user_client, kind):
-    fault, code, has_request_id, text = RETURN_FAILURES[kind]
-    session = start(user_client, next="/settings/")
-    back = fake.approve(session.unipost_session_id)  # even though UniPost completed it
-    fake.fail_next("get", **fault)
+@LANDINGS
+@pytest.mark.parametrize("fault", READ_FAULTS, ids=fault_id)
+def test_read_faults_leave_the_status_and_record_the_error(
+    fault: Fault,
+    next_url: str | None,
+    lands: str,
+    fake: FakeUniPost,
+    user_client: Client,
+    user: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sleeps = client_sleeps(monkeypatch)
+    tries = fault.tries_at("read")
+    session = remote_session(user, minutes_ago=1, next_url=next_url or "")
+    fault.inject(fake, "get", approved(fake, session), tries.calls)  # even though UniPost completed it
 
-    answer = follow(user_client, back)
+    response = user_client.get(return_url(session, "connect_status=success"))  # a claim, never trusted
 
-    assert answer.status_code == 302
-    assert answer["Location"] == "/settings/"
-    session.refresh_from_db()
-    assert session.status == ConnectSession.Status.PENDING
-    assert session.error_code == code
-    assert session.error_message
-    assert session.return_status == "success"
-    if has_request_id:
-        assert session.request_id in fake.request_ids
-    assert ConnectedAccount.objects.count() == 0
-    assert messages_of(answer) == [(django_messages.ERROR, text)]
+    assert response.status_code == 302
+    assert response["Location"] == lands
+    assert calls_to(fake, "GET", f"/v1/connect/sessions/{session.unipost_session_id}") == tries.calls
+    assert tuple(sleeps) == tries.sleeps
+    row = ConnectSession.objects.get(pk=session.pk)
+    assert row.return_status == "success"  # the hint is kept whatever happened
+    if fault.read_outcome == "completed":
+        assert row.status == ConnectSession.Status.COMPLETED
+        assert row.managed_account_id
+        assert row.error_code == ""
+        assert_told(response, django_messages.SUCCESS, CONNECTED, row, fault)
+    elif fault.read_outcome == "pending":
+        assert row.status == ConnectSession.Status.PENDING
+        assert row.error_code == ""
+        assert_told(response, django_messages.INFO, NOT_FINISHED, row, fault)
+    else:
+        assert row.status == ConnectSession.Status.PENDING  # unchanged: UniPost was not heard
+        assert row.managed_account_id == ""
+        assert ConnectedAccount.objects.count() == 0
+        assert_error_kept(row, fault, fake)
+        assert_told(response, django_messages.ERROR, fault.message, row, fault)
 
 
 def test_after_a_failed_read_the_next_return_completes(fake, user_client):

@@ -1,13 +1,19 @@
-"""The services Python API: completing and ending sessions once, matching webhooks to
-sessions, reconciling against the fake, and signals only after commit."""
+"""The services Python API: return urls, a user's sessions, completing and ending sessions
+once, values too long to store, matching webhooks to sessions, reconciling against the fake,
+and signals only after commit."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.test import RequestFactory
 from django.utils import timezone
 
 from tests.helpers import SignalLog, start
@@ -36,6 +42,43 @@ def connected(session: ConnectSession, account_id: str = "sa_1", **extra: Any) -
         "connection_type": "managed",
     }
     return {"event": "account.connected", "data": {**data, **extra}}
+
+
+# -- return urls and a user's sessions --------------------------------------------------------
+
+SESSION_ID = uuid.UUID("12345678-1234-5678-1234-567812345678")
+
+
+def test_return_url_uses_return_base_url_over_the_request(settings: Any) -> None:
+    settings.UNIPOST_CONNECT = {**settings.UNIPOST_CONNECT, "RETURN_BASE_URL": "https://www.example.com/"}
+    request = RequestFactory().get("/", HTTP_HOST="internal:8000")
+    url = services.build_return_url(SESSION_ID, request)
+    assert url == f"https://www.example.com/unipost/return/{SESSION_ID}/"
+
+
+def test_return_url_from_the_request() -> None:
+    url = services.build_return_url(SESSION_ID, RequestFactory().get("/"))
+    assert url == f"http://testserver/unipost/return/{SESSION_ID}/"
+
+
+def test_return_url_without_request_or_base_url_names_the_setting() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"RETURN_BASE_URL"):
+        services.build_return_url(SESSION_ID)
+
+
+def test_anonymous_user_has_no_sessions(user: Any, fake: FakeUniPost) -> None:
+    services.start_session(user, "linkedin", request=RequestFactory().get("/"))
+    assert len(services.user_sessions(user)) == 1
+    assert services.user_sessions(AnonymousUser()) == []
+
+
+def test_user_sessions_newest_first_and_limited(user: Any, other_user: Any, fake: FakeUniPost) -> None:
+    request = RequestFactory().get("/")
+    first = services.start_session(user, "linkedin", request=request)
+    second = services.start_session(user, "bluesky", request=request)
+    services.start_session(other_user, "linkedin", request=request)
+    assert services.user_sessions(user) == [second, first]
+    assert services.user_sessions(user, limit=1) == [second]
 
 
 # -- completing and ending ----------------------------------------------------------------
@@ -236,6 +279,36 @@ def test_reconcile_session_failure_keeps_status_and_records_the_error(fake: Fake
     assert session.status == "pending"
     assert session.error_code == "NOT_FOUND"
     assert session.request_id == fake.request_ids[-1]
+
+
+# -- values too long for their columns ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["id", "managed_account_id", "url"])
+def test_values_too_long_for_their_columns_are_refused(fake: Any, user: Any, field: str) -> None:
+    # Bounding for storage lives beside the models (unipost_connect.bounds), not in the
+    # client: the flow refuses the answer, and the row keeps the error.
+    if field == "managed_account_id":
+        session = services.start_session(user, "linkedin", request=RequestFactory().get("/"))
+        data = fake.sessions[session.unipost_session_id or ""].as_json()
+        data.update(status="completed", managed_account_id="x" * 3000)
+        fake.fail_next("get", 200, body=json.dumps({"data": data}))
+        with pytest.raises(UniPostResponseError, match=field):
+            services.reconcile_session(session)
+    else:
+        data = {
+            "id": "9e2b7c41-6d3a-4f58-b0c2-7a1e5d8f3b96",
+            "status": "pending",
+            "url": "https://app.unipost.test/connect/linkedin?session=x&state=s",
+        }
+        data[field] = ("https://app.unipost.test/" if field == "url" else "") + "x" * 3000
+        fake.fail_next("create", 201, body=json.dumps({"data": data}))
+        with pytest.raises(UniPostResponseError, match=field):
+            services.start_session(user, "linkedin", request=RequestFactory().get("/"))
+        session = ConnectSession.objects.get()
+    session.refresh_from_db()
+    assert session.error_code == "INVALID_RESPONSE"
+    assert len(session.url) <= 2048
 
 
 # -- apply_webhook_payload and matching events to sessions --------------------------------------

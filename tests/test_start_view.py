@@ -9,13 +9,29 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.messages import get_messages
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.faults import (
+    CREATE_FAULTS,
+    HOSTED,
+    LANDINGS,
+    NOT_HTTP_URLS,
+    SUPPORT,
+    UNAVAILABLE,
+    Fault,
+    assert_error_kept,
+    assert_told,
+    calls_to,
+    client_sleeps,
+    create_answer,
+    fault_id,
+    user_messages,
+)
 from unipost_connect.models import ConnectSession
 from unipost_connect.testing import FakeUniPost
 
@@ -46,6 +62,10 @@ def follow_return(client: Client, back: str) -> Any:
 
 
 # -- the happy path ------------------------------------------------------------------
+
+
+def test_the_start_url() -> None:
+    assert start_url() == "/unipost/connect/"
 
 
 def test_post_records_the_session_and_redirects_to_the_hosted_page(fake, user_client, user):
@@ -241,111 +261,43 @@ def test_on_https_an_http_next_is_dropped(fake, user_client):
     assert ConnectSession.objects.get().next_url == ""
 
 
-# -- failures on create --------------------------------------------------------------------
-
-UNAVAILABLE = "The connection service is not available right now. Please try again in a few minutes."
-SUPPORT = "The connection service is misconfigured on this site. Please contact the site's support."
-RATE = "Too many connection attempts right now. Please wait a minute and try again."
-
-FAILURES = {
-    "401": (dict(status=401), "UNAUTHORIZED", True, SUPPORT),
-    "402-platform": (
-        dict(status=402, code="PLAN_PLATFORM_NOT_ALLOWED", message="requires a paid plan"),
-        "PLAN_PLATFORM_NOT_ALLOWED",
-        True,
-        "Connecting LinkedIn accounts is not included in this site's plan. "
-        "Please contact the site's support.",
-    ),
-    "402-feature": (
-        dict(status=402, code="PLAN_FEATURE_NOT_AVAILABLE", message="managed user cap reached"),
-        "PLAN_FEATURE_NOT_AVAILABLE",
-        True,
-        "This site has reached a limit of its plan, so no new account can be connected right now. "
-        "Please contact the site's support.",
-    ),
-    "422-credentials": (
-        dict(
-            status=422,
-            code="VALIDATION_ERROR",
-            message="workspace is missing linkedin platform credentials; upload them first",
-        ),
-        "VALIDATION_ERROR",
-        True,
-        "LinkedIn is not set up for connections on this site yet. Please contact the site's support.",
-    ),
-    "422-other": (
-        dict(
-            status=422, code="VALIDATION_ERROR", message="Workspace has multiple profiles; include profile_id"
-        ),
-        "VALIDATION_ERROR",
-        True,
-        "The connection could not be started. Please contact the site's support.",
-    ),
-    "429-long": (
-        dict(status=429, code="RATE_LIMITED", headers={"Retry-After": "120"}),
-        "RATE_LIMITED",
-        True,
-        RATE,
-    ),
-    "429-short": (
-        dict(status=429, code="RATE_LIMITED", headers={"Retry-After": "1"}, times=10),
-        "RATE_LIMITED",
-        True,
-        RATE,
-    ),
-    "500": (dict(status=500, times=10), "INTERNAL_ERROR", True, UNAVAILABLE),
-    "503": (dict(status=503, times=10), "INTERNAL_ERROR", True, UNAVAILABLE),
-    "html-502": (
-        dict(
-            status=502,
-            body="<html><body><h1>502 Bad Gateway</h1></body></html>",
-            headers={"Content-Type": "text/html"},
-            times=10,
-        ),
-        "HTTP_502",
-        True,
-        UNAVAILABLE,
-    ),
-    "connection-error": (
-        dict(exception=requests.ConnectionError("Connection reset by peer"), times=10),
-        "CONNECTION_ERROR",
-        False,
-        UNAVAILABLE,
-    ),
-    "connect-timeout": (dict(exception=requests.ConnectTimeout(), times=10), "TIMEOUT", False, UNAVAILABLE),
-    "read-timeout": (dict(exception=requests.ReadTimeout(), times=10), "TIMEOUT", False, UNAVAILABLE),
-    "not-json": (dict(status=201, body="<html>hello</html>"), "INVALID_RESPONSE", True, UNAVAILABLE),
-    "empty-body": (dict(status=201, body=""), "INVALID_RESPONSE", True, UNAVAILABLE),
-    "json-list": (dict(status=201, body="[]"), "INVALID_RESPONSE", True, UNAVAILABLE),
-    "missing-fields": (
-        dict(status=201, body=json.dumps({"data": {"id": "cs_x"}})),
-        "INVALID_RESPONSE",
-        True,
-        UNAVAILABLE,
-    ),
-}
+# -- failures on create: every fault of the shared table (tests/faults.py) ---------------------
 
 
-@pytest.mark.parametrize("kind", list(FAILURES))
-def test_create_failures_leave_a_failed_row_and_a_message(fake, user_client, kind):
-    fault, code, has_request_id, text = FAILURES[kind]
-    fake.fail_next("create", **fault)
+@LANDINGS
+@pytest.mark.parametrize("fault", CREATE_FAULTS, ids=fault_id)
+def test_create_faults_leave_a_failed_row_and_a_message(
+    fault: Fault,
+    next_url: str | None,
+    lands: str,
+    fake: FakeUniPost,
+    user_client: Client,
+    user: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sleeps = client_sleeps(monkeypatch)
+    tries = fault.tries_at("create")
+    fault.inject(fake, "create", create_answer(user), tries.calls)
 
-    answer = user_client.post(start_url(), {"platform": "linkedin", "next": "/settings/"})
+    form = {"platform": "linkedin"} if next_url is None else {"platform": "linkedin", "next": next_url}
+    response = user_client.post(start_url(), form)
 
-    assert answer.status_code == 302
-    assert answer["Location"] == "/settings/"
-    session = ConnectSession.objects.get()
-    assert session.status == ConnectSession.Status.FAILED
-    assert session.error_code == code
-    assert session.error_message
-    assert session.url == ""
-    assert session.unipost_session_id is None
-    if has_request_id:
-        assert session.request_id in fake.request_ids
-    else:
-        assert session.request_id == ""
-    assert messages_of(answer) == [text]
+    assert response.status_code == 302
+    assert calls_to(fake, "POST", "/v1/connect/sessions") == tries.calls
+    assert tuple(sleeps) == tries.sleeps
+    row = ConnectSession.objects.get(user=user)
+    if fault.creates:
+        assert response["Location"] == HOSTED
+        assert user_messages(response) == []
+        assert (row.status, row.unipost_session_id, row.url) == ("pending", "cs_fault", HOSTED)
+        assert row.error_code == ""
+        return
+    assert response["Location"] == lands  # never UniPost's url, whatever it was
+    assert row.status == ConnectSession.Status.FAILED
+    assert row.url == ""
+    assert row.unipost_session_id is None
+    assert_error_kept(row, fault, fake)
+    assert_told(response, messages.ERROR, fault.message, row, fault)
 
 
 def test_a_real_plan_refusal_names_the_platform(fake, user_client):
@@ -393,18 +345,7 @@ def test_a_wrong_api_key_is_a_support_message(fake, user_client):
     assert b"up_test_wrong" not in answer.content
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "javascript:alert(document.cookie)",
-        "ftp://app.unipost.test/connect",
-        "/connect/linkedin?session=x",
-        "//app.unipost.test/connect/linkedin",
-        "https://",
-        "data:text/html,<script>alert(1)</script>",
-        "https://app.unipost.test/connect\r\nSet-Cookie: a=b",
-    ],
-)
+@pytest.mark.parametrize("url", NOT_HTTP_URLS)
 def test_a_hosted_url_that_is_not_http_is_never_followed(fake, user_client, url):
     body = {
         "data": {
@@ -458,6 +399,35 @@ def test_a_second_click_reuses_the_pending_session(fake, user_client):
     assert creates(fake) == 1
     # The latest click decides where the user lands.
     assert ConnectSession.objects.get().next_url == "/b/"
+
+
+def test_a_still_pending_session_is_reused(fake: Any, user_client: Client) -> None:
+    first = user_client.post(start_url(), {"platform": "linkedin"})["Location"]
+    again = user_client.post(start_url(), {"platform": "linkedin"})["Location"]
+    assert first == again
+    assert ConnectSession.objects.count() == 1
+
+
+def test_a_session_finished_elsewhere_is_not_reused(fake: Any, user_client: Client, user: Any) -> None:
+    """Approved on the hosted page, never came back: a new click must not resend the dead link."""
+    user_client.post(start_url(), {"platform": "linkedin"})
+    first = ConnectSession.objects.get()
+    fake.approve(first.unipost_session_id)
+    answer = user_client.post(start_url(), {"platform": "linkedin"})
+    first.refresh_from_db()
+    assert first.status == "completed"  # learnt on the way
+    second = ConnectSession.objects.exclude(pk=first.pk).get()
+    assert answer["Location"] == second.url != first.url
+
+
+def test_a_pending_session_unipost_cannot_be_asked_about_is_reused(fake: Any, user_client: Client) -> None:
+    # While UniPost is unwell a new session per click would only add sessions there (and
+    # a create would likely fail too): the pending one, with time left, is the user's.
+    first = user_client.post(start_url(), {"platform": "linkedin"})
+    fake.fail_next("get", 503, times=5)
+    again = user_client.post(start_url(), {"platform": "linkedin"})
+    assert ConnectSession.objects.count() == 1
+    assert again["Location"] == first["Location"]
 
 
 def test_reuse_is_per_platform_and_per_user(fake, user_client, other_user):

@@ -1,4 +1,4 @@
-"""Model helpers."""
+"""The models' own helpers."""
 
 from __future__ import annotations
 

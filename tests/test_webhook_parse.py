@@ -1,4 +1,4 @@
-"""Payload parsing corners."""
+"""Parsing a verified webhook body: corners of the JSON that no column can hold."""
 
 from __future__ import annotations
 
