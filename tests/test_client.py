@@ -33,7 +33,7 @@ BASE = "https://api.unipost.test"
 KEY = "up_test_key"
 SESSIONS = f"{BASE}/v1/connect/sessions"
 
-# The live server's create answer (CONTRACT.md, examples/create-201.json).
+# The live server's create answer, as UniPost's backend sends it (inside "data").
 CREATED = {
     "id": "cs_7Qm2xK9pLw3Rt8Vb",
     "platform": "linkedin",
@@ -652,7 +652,7 @@ def test_list_and_delete_accounts(fake: FakeUniPost) -> None:
     assert client.list_accounts(external_user_id="someone-else") == []
     assert client.delete_account(accounts[0].id)  # the request id
     assert client.list_accounts(external_user_id="7") == []
-    # A repeated DELETE answers 200 again (CONTRACT.md): disconnecting is idempotent.
+    # A repeated DELETE answers 200 again (UniPost's backend): disconnecting is idempotent.
     assert client.delete_account(accounts[0].id)
     with pytest.raises(NotFoundError):
         client.delete_account("never-existed")

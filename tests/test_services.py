@@ -168,7 +168,6 @@ def test_expire_if_overdue(fake: FakeUniPost, user: Any) -> None:
     assert services.expire_if_overdue(session) is False
     ConnectSession.objects.filter(pk=session.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     session.refresh_from_db()
-    assert services.expire_if_overdue(session, grace=timedelta(minutes=5)) is False
     assert services.expire_if_overdue(session) is True
     assert session.status == "expired"
     assert services.expire_if_overdue(session) is False

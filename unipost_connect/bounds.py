@@ -17,7 +17,7 @@ from typing import Any
 from django.db import models
 
 # A timestamp from UniPost outside these years is nonsense (year 1, year 9999), and near
-# the calendar's edges the arithmetic the flow does on it (deadlines, grace) overflows.
+# the calendar's edges the arithmetic the flow does on it (deadlines, reuse windows) overflows.
 PLAUSIBLE_YEARS = range(2000, 2200)
 # TextFields have no max_length; a message longer than this is not worth keeping whole.
 MAX_TEXT_LENGTH = 2000

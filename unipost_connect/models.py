@@ -115,10 +115,6 @@ class ConnectedAccount(models.Model):
         name = self.account_name or self.managed_account_id
         return f"{name} ({self.get_platform_display()})"
 
-    @property
-    def is_active(self) -> bool:
-        return self.status == self.Status.ACTIVE
-
 
 class WebhookEvent(models.Model):
     """A verified webhook delivery, stored once per event."""

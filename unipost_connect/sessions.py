@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -280,15 +280,15 @@ def announce_ended(status: str) -> Callable[[ConnectSession], object]:
     )
 
 
-def is_overdue(session: ConnectSession, *, grace: timedelta = timedelta(0)) -> bool:
-    """True once the session's deadline (plus ``grace``) has passed."""
+def is_overdue(session: ConnectSession) -> bool:
+    """True once the session's deadline has passed."""
     deadline = session.expires_at or session.created_at + SESSION_LIFETIME
-    return timezone.now() > deadline + grace
+    return timezone.now() > deadline
 
 
-def expire_if_overdue(session: ConnectSession, *, grace: timedelta = timedelta(0)) -> bool:
-    """Mark a pending session expired locally once its deadline (plus ``grace``) has passed."""
-    if session.status == ConnectSession.Status.PENDING and is_overdue(session, grace=grace):
+def expire_if_overdue(session: ConnectSession) -> bool:
+    """Mark a pending session expired locally once its deadline has passed."""
+    if session.status == ConnectSession.Status.PENDING and is_overdue(session):
         return end_session(session, ConnectSession.Status.EXPIRED)
     return False
 
