@@ -6,12 +6,14 @@ import hashlib
 import hmac
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,8 +31,10 @@ from unipost_connect.errors import (
     UniPostError,
     UniPostValidationError,
 )
-from unipost_connect.testing import FakeUniPost
-from unipost_connect.testing.server import FakeUniPostServer, redact
+from unipost_connect.redaction import redact_state
+from unipost_connect.testing import FakeUniPost, build_webhook
+from unipost_connect.testing.delivery import DELIVERY_PAUSES, WebhookSender, deliver_webhook
+from unipost_connect.testing.server import FakeUniPostServer
 
 _real_sleep = time.sleep  # tests/conftest.py makes time.sleep a no-op during tests
 
@@ -285,22 +289,34 @@ class _Receiver:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    def __enter__(self) -> _Receiver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@contextmanager
+def _delivering(
+    fake: FakeUniPost, answers: list[int], pauses: tuple[float, ...] = DELIVERY_PAUSES
+) -> Iterator[tuple[FakeUniPostServer, WebhookSender, _Receiver]]:
+    """A running server that delivers the fake's webhooks at once to a receiver."""
+    with _Receiver(answers) as receiver:
+        server = FakeUniPostServer(fake, webhook_url=receiver.url, webhook_delay=0)
+        assert server.webhooks is not None
+        server.webhooks.pauses = pauses
+        with server:
+            yield server, server.webhooks, receiver
+
 
 def test_approve_delivers_a_signed_webhook_with_retries(fake: FakeUniPost) -> None:
-    receiver = _Receiver(answers=[500])  # the first attempt fails, the second succeeds
-    server = FakeUniPostServer(fake, webhook_url=receiver.url, webhook_delay=0)
-    assert server.webhooks is not None
-    server.webhooks.kwargs["pauses"] = (0.01,)
-    try:
-        server.start()
+    # The first attempt fails, the second succeeds.
+    with _delivering(fake, answers=[500], pauses=(0.01,)) as (server, webhooks, receiver):
         client = UniPostClient(KEY, server.base_url)
         created = _create(client, user="u-7")
         fake.approve(created.id)
         assert receiver.arrived.wait(5)
-        assert server.webhooks.wait(5)
-    finally:
-        server.stop()
-        receiver.close()
+        assert webhooks.wait(5)
     assert len(receiver.received) == 2
     headers, body = receiver.received[-1]
     expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
@@ -310,24 +326,17 @@ def test_approve_delivers_a_signed_webhook_with_retries(fake: FakeUniPost) -> No
     payload = json.loads(body)
     assert payload["data"]["external_user_id"] == "u-7"
     assert list(payload) == ["event", "timestamp", "data"]  # account.* events carry no event_id
-    [result] = server.webhooks.results
+    [result] = webhooks.results
     assert (result.ok, result.attempts, result.status, result.event_id) == (True, 2, 200, "")
 
 
 def test_token_refresh_failure_is_delivered_over_http(fake: FakeUniPost) -> None:
-    receiver = _Receiver(answers=[])
-    server = FakeUniPostServer(fake, webhook_url=receiver.url, webhook_delay=0)
-    assert server.webhooks is not None
-    try:
-        server.start()
+    with _delivering(fake, answers=[]) as (server, webhooks, receiver):
         created = _create(UniPostClient(KEY, server.base_url), user="u-8")
         fake.approve(created.id)
         account_id = fake.sessions[created.id].managed_account_id or ""
         fake.fail_token_refresh(account_id, reason="decrypt_failed")
-        assert server.webhooks.wait(5)
-    finally:
-        server.stop()
-        receiver.close()
+        assert webhooks.wait(5)
     # Each delivery runs in its own thread: they may arrive in either order.
     payloads = {p["event"]: p for p in (json.loads(body) for _, body in receiver.received)}
     assert sorted(payloads) == ["account.connected", "account.disconnected"]
@@ -389,23 +398,56 @@ def test_control_lists_accounts_sessions_and_webhooks(
     # No webhook_url: the fake emitted two events and delivered none.
     assert _control(server, "GET", "/_fake/webhooks").json()["data"] == {"emitted": 2}
     assert _control(server, "GET", "/_fake/nothing").status_code == 404
+    assert _control(server, "POST", "/_fake/accounts").status_code == 404  # reads are GET only
     assert _control(server, "GET", "/_fake/accounts", key="").status_code == 401
 
 
 def test_control_webhooks_counts_deliveries(fake: FakeUniPost) -> None:
-    receiver = _Receiver(answers=[])
-    server = FakeUniPostServer(fake, webhook_url=receiver.url, webhook_delay=0)
-    assert server.webhooks is not None
-    try:
-        server.start()
+    with _delivering(fake, answers=[]) as (server, webhooks, _):
         created = _create(UniPostClient(KEY, server.base_url), user="u-3")
         fake.approve(created.id)
-        assert server.webhooks.wait(5)
+        assert webhooks.wait(5)
         summary = _control(server, "GET", "/_fake/webhooks").json()["data"]
-    finally:
-        server.stop()
-        receiver.close()
     assert summary == {"emitted": 1, "started": 1, "finished": 1, "delivered": 1, "failed": 0, "in_flight": 0}
+
+
+def test_delivery_policy_is_off_without_a_url_or_with_a_negative_delay() -> None:
+    sent = build_webhook("account.connected", {"social_account_id": "sa_1"}, SECRET)
+    assert WebhookSender("").send(sent) is False
+    off = WebhookSender("http://127.0.0.1:9/unipost/webhook/", delay=-1)
+    assert off.send(sent) is False
+    assert off.wait(1)
+    assert off.summary() == {"started": 0, "finished": 0, "delivered": 0, "failed": 0, "in_flight": 0}
+
+
+def test_delivery_gives_up_after_three_attempts_with_the_pauses_between() -> None:
+    pauses: list[float] = []
+    sent = build_webhook("account.connected", {"social_account_id": "sa_1"}, SECRET)
+    with _Receiver(answers=[500, 502, 503]) as receiver:
+        result = deliver_webhook(sent, receiver.url, pauses=(0.5, 2.0), sleep=pauses.append)
+    assert (result.ok, result.attempts, result.status, result.error) == (False, 3, 503, "")
+    assert pauses == [0.5, 2.0]  # none after the last attempt
+    assert len(receiver.received) == 3
+
+
+def test_delivery_reports_a_transport_error() -> None:
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/unipost/webhook/"
+    sent = build_webhook("account.connected", {"social_account_id": "sa_1"}, SECRET, event_id="ev_1")
+    result = deliver_webhook(sent, url, attempts=2, pauses=(), sleep=lambda seconds: None)
+    assert (result.ok, result.attempts, result.status, result.error) == (False, 2, None, "ConnectionError")
+    assert result.event_id == "ev_1"
+
+
+def test_sender_counts_a_failed_delivery_and_takes_a_url_per_call() -> None:
+    sender = WebhookSender(delay=0, attempts=1)  # no URL of its own: each send names one
+    with _Receiver(answers=[500]) as receiver:
+        assert sender.send(build_webhook("account.connected", {}, SECRET), receiver.url) is True
+        assert sender.wait(5)
+    assert sender.summary() == {"started": 1, "finished": 1, "delivered": 0, "failed": 1, "in_flight": 0}
+    [result] = sender.results
+    assert (result.url, result.status) == (receiver.url, 500)
 
 
 def test_stop_closes_kept_alive_connections(fake: FakeUniPost) -> None:
@@ -418,8 +460,22 @@ def test_stop_closes_kept_alive_connections(fake: FakeUniPost) -> None:
 
 
 def test_redact_hides_the_hosted_state() -> None:
+    """The server's request log goes through the one redaction helper."""
     line = '"GET /connect/x?session=cs_1&state=s3cr3t-Value HTTP/1.1" 200'
-    assert redact(line) == '"GET /connect/x?session=cs_1&state=[redacted] HTTP/1.1" 200'
+    assert redact_state(line) == '"GET /connect/x?session=cs_1&state=[redacted] HTTP/1.1" 200'
+
+
+def test_verbose_request_log_redacts_the_hosted_state(
+    fake: FakeUniPost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeUniPostServer(fake, verbose=True) as server:
+        created = _create(UniPostClient(KEY, server.base_url))
+        requests.get(created.url, timeout=5).raise_for_status()
+    logged = capsys.readouterr().err
+    state = parse_qs(urlsplit(created.url).query)["state"][0]
+    assert "GET /connect/linkedin?session=" in logged
+    assert "state=[redacted]" in logged
+    assert state not in logged and KEY not in logged
 
 
 @pytest.mark.e2e

@@ -45,8 +45,9 @@ UNIPOST_CONNECT = {
     "REDIRECT_URL": "/unipost/connections/",
 }
 # The embedded fake POSTs its signed webhooks this many seconds after the hosted page
-# completes (negative: never), to this site's webhook URL unless told otherwise.
-UNIPOST_FAKE_WEBHOOK_DELAY = env.float("UNIPOST_FAKE_WEBHOOK_DELAY", default=1.0)
+# completes (negative: never; unset: the fake's own default), to this site's webhook URL
+# unless told otherwise.
+UNIPOST_FAKE_WEBHOOK_DELAY = env.float("UNIPOST_FAKE_WEBHOOK_DELAY", default=None)
 UNIPOST_FAKE_WEBHOOK_URL = env.str("UNIPOST_FAKE_WEBHOOK_URL", default="") or None
 
 INSTALLED_APPS = [

@@ -14,18 +14,19 @@ disconnect an account (``fake.disconnect(account_id)``) or have its token refres
 (``fake.fail_token_refresh(account_id, reason="refresh_failed")``).
 
 ``responses`` must be installed (it is in the ``test`` extra).
+
+Where things live: ``fake`` (the state machine and fault injection), ``records`` (a
+session, an account, an HTTP answer), ``api`` (the REST routes and envelopes), ``hosted``
+(the hosted page), ``delivery`` (webhooks built, signed and delivered: one policy for
+both servers), ``server`` (a standalone HTTP server, with ``control``'s test-only routes)
+and ``live`` (the fake served from Django URLs, for the example project).
 """
 
 from ..contract import REFRESH_FAILURE_REASONS
-from .fake import (
-    HOSTED_FAILURES,
-    FakeAccount,
-    FakeResponse,
-    FakeSession,
-    FakeUniPost,
-    WebhookDelivery,
-    build_webhook,
-)
+from .delivery import WebhookDelivery, build_webhook
+from .fake import FakeUniPost
+from .hosted import HOSTED_FAILURES
+from .records import FakeAccount, FakeResponse, FakeSession
 
 __all__ = [
     "HOSTED_FAILURES",

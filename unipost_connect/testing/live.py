@@ -9,13 +9,14 @@ The fake keeps its state in this process's memory, so serve the demo from one pr
 (``runserver`` is fine; it is threaded). After the hosted page completes (or an account is
 disconnected), the fake POSTs a signed ``account.connected`` (``account.disconnected``)
 webhook to ``settings.UNIPOST_FAKE_WEBHOOK_URL`` (default: this site's
-``unipost_connect:webhook`` URL on the API base's host), as UniPost does. A path the fake
-does not serve answers a plain-text 404 page, like the live server's router.
+``unipost_connect:webhook`` URL on the API base's host), as UniPost does, after
+``settings.UNIPOST_FAKE_WEBHOOK_DELAY`` seconds (negative: never; default and retries:
+the standalone server's, :mod:`.delivery`). A path the fake does not serve answers a
+plain-text 404 page, like the live server's router.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from urllib.parse import urlsplit
 
@@ -25,13 +26,16 @@ from django.urls import re_path, reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from ..conf import app_settings
-from .fake import FakeUniPost, WebhookDelivery
-from .server import deliver_in_background
+from .delivery import DELIVERY_DELAY, WebhookDelivery, WebhookSender
+from .fake import FakeUniPost
 
-logger = logging.getLogger("unipost_connect.testing")
+# The demo's profile when the site sets no PROFILE_ID (the fake then needs one of its own).
+DEMO_PROFILE = "pr_demo"
 
 _fake: FakeUniPost | None = None
 _fake_lock = threading.Lock()
+# The standalone server's delivery policy; here the target and delay come from settings.
+webhooks = WebhookSender()
 
 
 def get_live_fake() -> FakeUniPost:
@@ -44,13 +48,14 @@ def get_live_fake() -> FakeUniPost:
                 api_key=app_settings.API_KEY,
                 base_url=app_settings.API_BASE_URL,
                 webhook_secret=secrets[0] if secrets else "",
-                profiles=(app_settings.PROFILE_ID,) if app_settings.PROFILE_ID else ("pr_demo",),
+                profiles=(app_settings.PROFILE_ID or DEMO_PROFILE,),
             )
-            _fake.on_webhook = _deliver_later
+            _fake.on_webhook = _deliver
         return _fake
 
 
 def webhook_target() -> str:
+    """Where the live fake POSTs its webhooks."""
     configured = getattr(settings, "UNIPOST_FAKE_WEBHOOK_URL", None)
     if configured:
         return str(configured)
@@ -58,12 +63,15 @@ def webhook_target() -> str:
     return f"{origin.scheme}://{origin.netloc}{reverse('unipost_connect:webhook')}"
 
 
-def _deliver_later(delivery: WebhookDelivery) -> None:
-    delay = float(getattr(settings, "UNIPOST_FAKE_WEBHOOK_DELAY", 1.0))
-    if delay < 0:  # a negative delay turns delivery off
-        return
-    # UniPost's worker: up to 3 attempts, 5-second timeout each (see .server).
-    deliver_in_background(delivery, webhook_target(), delay=delay)
+def webhook_delay() -> float:
+    """Seconds before the live fake's first delivery attempt (negative: never sent)."""
+    configured = getattr(settings, "UNIPOST_FAKE_WEBHOOK_DELAY", None)
+    return DELIVERY_DELAY if configured is None else float(configured)
+
+
+def _deliver(delivery: WebhookDelivery) -> None:
+    # Settings are read at each delivery, so a test's override_settings applies at once.
+    webhooks.send(delivery, webhook_target(), webhook_delay())
 
 
 @csrf_exempt

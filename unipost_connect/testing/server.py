@@ -19,26 +19,10 @@ The server speaks HTTP/1.1 with keep-alive and counts the TCP connections it acc
 reuses its connections. A transport failure injected with
 ``fake.fail_next(exception=...)`` resets the connection (TCP RST, no answer), as a
 crashing proxy would. Every webhook the fake emits (a completed hosted page, a
-``DELETE``, ``fake.fail_token_refresh(...)``) is POSTed to ``webhook_url`` after
-``webhook_delay`` seconds, with UniPost's retries and without ``event_id``, as the live
-worker sends ``account.*`` events.
-
-Test control (fake-only: the live API has none of these routes). Under ``/_fake/``,
-authorised with the same ``Authorization: Bearer <api key>`` (else 401), answering
-``{"data": ...}``; they add no latency, take no injected faults and are not counted in
-``fake.requests``, so a benchmark can drive and inspect the fake from another process:
-
-- ``POST /_fake/accounts/{id}/fail-refresh`` (optional ``reason`` as a form or JSON
-  field, default ``refresh_failed``): ``fake.fail_token_refresh(id, reason)``; the
-  account becomes ``reconnect_required`` and ``account.disconnected`` is sent. 404 for
-  an unknown account, 409 when it is not active, 422 for an unknown reason.
-- ``GET /_fake/accounts``: every account with its status, ``disconnected`` ones too
-  (``GET /v1/accounts`` has no paging beyond its 100 and hides those).
-- ``GET /_fake/sessions`` (optional ``external_user_id``, ``platform``): every session the
-  fake created, lazy expiry applied, so extra creates can be counted.
-- ``GET /_fake/webhooks``: ``{"emitted", "started", "finished", "delivered", "failed",
-  "in_flight"}`` for the deliveries to ``webhook_url`` (only ``emitted`` without one), so
-  a caller can wait until the last has ended.
+``DELETE``, ``fake.fail_token_refresh(...)``) is POSTed to ``webhook_url`` by the
+delivery policy the live demo uses too (:class:`~.delivery.WebhookSender`: after
+``webhook_delay`` seconds, with UniPost's retries). Under ``/_fake/`` it also serves
+fake-only test-control routes (:mod:`.control`).
 
 Nothing here logs the API key, request bodies or the hosted page's ``state``.
 """
@@ -46,238 +30,28 @@ Nothing here logs the API key, request bodies or the hosted page's ``state``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import re
 import signal
 import socket
 import socketserver
 import struct
 import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 
-from ..contract import REFRESH_FAILURE_REASONS
 from ..redaction import redact_state
-from .fake import FakeResponse, FakeUniPost, WebhookDelivery
+from . import control
+from .delivery import DELIVERY_DELAY, WebhookSender
+from .fake import DEFAULT_API_KEY, DEFAULT_PROFILES, DEFAULT_WEBHOOK_SECRET, FakeUniPost
 
 logger = logging.getLogger("unipost_connect.testing")
-
-# UniPost's delivery worker: 3 attempts in all, 5 seconds each. The real pauses are
-# about 1, 5 and 30 minutes; a demo cannot wait that long, so these are seconds.
-DELIVERY_ATTEMPTS = 3
-DELIVERY_TIMEOUT = 5.0
-DELIVERY_PAUSES = (1.0, 3.0)
-
-
-def redact(text: str) -> str:
-    """``text`` with the hosted page's bearer ``state`` replaced, for logs."""
-    return redact_state(text)
-
-
-# -- webhook delivery (shared with unipost_connect.testing.live) --------------------
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    """How one webhook delivery ended: the last answer's status, or the transport error.
-
-    ``event_id`` is empty for ``account.*`` events, which carry none.
-    """
-
-    event: str
-    event_id: str
-    url: str
-    attempts: int
-    status: int | None
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-
-def deliver_webhook(
-    delivery: WebhookDelivery,
-    url: str,
-    *,
-    delay: float = 0.0,
-    attempts: int = DELIVERY_ATTEMPTS,
-    timeout: float = DELIVERY_TIMEOUT,
-    pauses: Sequence[float] = DELIVERY_PAUSES,
-    sleep: Callable[[float], None] = time.sleep,
-) -> DeliveryResult:
-    """POST ``delivery`` to ``url`` like UniPost's worker: retried until a 2xx answer."""
-    event_id = str(delivery.payload.get("event_id", ""))
-    if delay > 0:
-        sleep(delay)
-    status: int | None = None
-    error = ""
-    attempt = 0
-    for attempt in range(1, attempts + 1):
-        try:
-            answer = requests.post(url, data=delivery.body, headers=dict(delivery.headers), timeout=timeout)
-        except requests.RequestException as exc:
-            status, error = None, type(exc).__name__
-            logger.warning("Fake webhook %s to %s failed: %s", delivery.event, url, error)
-        else:
-            status, error = answer.status_code, ""
-            if 200 <= status < 300:
-                break
-            logger.warning("Fake webhook %s to %s answered %s", delivery.event, url, status)
-        if attempt < attempts:
-            sleep(pauses[min(attempt - 1, len(pauses) - 1)] if pauses else 0)
-    return DeliveryResult(delivery.event, event_id, url, attempt, status, error)
-
-
-def deliver_in_background(
-    delivery: WebhookDelivery,
-    url: str,
-    *,
-    delay: float = 1.0,
-    on_result: Callable[[DeliveryResult], None] | None = None,
-    **kwargs: Any,
-) -> threading.Thread:
-    """Start :func:`deliver_webhook` in a daemon thread, so the hosted page answers at once."""
-
-    def run() -> None:
-        result = deliver_webhook(delivery, url, delay=delay, **kwargs)
-        if on_result is not None:
-            on_result(result)
-
-    thread = threading.Thread(target=run, name=f"fake-webhook-{delivery.event}", daemon=True)
-    thread.start()
-    return thread
-
-
-class WebhookSender:
-    """A ``FakeUniPost.on_webhook`` hook that delivers each webhook to one URL over HTTP.
-
-    ``delay`` seconds pass before the first attempt (UniPost's worker is asynchronous;
-    a negative delay turns delivery off). :attr:`results` lists finished deliveries.
-    """
-
-    def __init__(self, url: str, *, delay: float = 1.0, **kwargs: Any) -> None:
-        self.url = url
-        self.delay = delay
-        self.kwargs = kwargs
-        self.results: list[DeliveryResult] = []
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, delivery: WebhookDelivery) -> None:
-        if self.delay < 0 or not self.url:
-            return
-        thread = deliver_in_background(
-            delivery, self.url, delay=self.delay, on_result=self._record, **self.kwargs
-        )
-        with self._lock:
-            self._threads.append(thread)
-
-    def _record(self, result: DeliveryResult) -> None:
-        with self._lock:
-            self.results.append(result)
-
-    def wait(self, timeout: float = 10.0) -> bool:
-        """Wait for every delivery started so far; True if none is still running."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in threads)
-
-    def summary(self) -> dict[str, int]:
-        """Deliveries started, finished (2xx or out of attempts) and still running."""
-        with self._lock:
-            results = list(self.results)
-            started = len(self._threads)
-            running = sum(thread.is_alive() for thread in self._threads)
-        delivered = sum(result.ok for result in results)
-        return {
-            "started": started,
-            "finished": len(results),
-            "delivered": delivered,
-            "failed": len(results) - delivered,
-            "in_flight": running,
-        }
-
-
-# -- test control (fake-only routes) ------------------------------------------------------
-
-CONTROL_PREFIX = "/_fake/"
-_FAIL_REFRESH = re.compile(r"/_fake/accounts/([^/]+)/fail-refresh")
-
-
-def _control_json(status: int, payload: dict[str, Any]) -> FakeResponse:
-    return FakeResponse(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-
-
-def _control_error(status: int, message: str) -> FakeResponse:
-    return _control_json(status, {"error": {"code": "FAKE_CONTROL", "message": message}})
-
-
-def _form_or_json(body: bytes) -> dict[str, str]:
-    """The fields of a form or JSON object body (strings only; anything else is ignored)."""
-    text = body.decode("utf-8", "replace").strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return {}
-        return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
-    return {k: v[0] for k, v in parse_qs(text).items()}
-
-
-def control_answer(
-    server: FakeUniPostServer, method: str, path: str, query: str, authorized: bool, body: bytes
-) -> FakeResponse:
-    """Answer a ``/_fake/`` test-control request (see the module docstring)."""
-    if not authorized:
-        return _control_error(401, "Invalid or missing API key")
-    fake = server.fake
-    path = path.rstrip("/")
-    match = _FAIL_REFRESH.fullmatch(path)
-    if match and method == "POST":
-        return _fail_refresh(fake, match.group(1), _form_or_json(body).get("reason") or "refresh_failed")
-    if path == "/_fake/accounts" and method == "GET":
-        with fake._lock:  # the fake's own lock: a consistent snapshot
-            accounts = [account.as_json() for account in fake.accounts.values()]
-        return _control_json(200, {"data": accounts})
-    if path == "/_fake/sessions" and method == "GET":
-        wanted = {k: v[0] for k, v in parse_qs(query).items() if k in ("external_user_id", "platform")}
-        with fake._lock:
-            ids = list(fake.sessions)
-        found = (fake.get_session(session_id) for session_id in ids)  # applies lazy expiry
-        sessions = [
-            s.as_json() for s in found if s is not None and all(getattr(s, k) == v for k, v in wanted.items())
-        ]
-        return _control_json(200, {"data": sessions})
-    if path == "/_fake/webhooks" and method == "GET":
-        sent = server.webhooks.summary() if server.webhooks is not None else {}
-        return _control_json(200, {"data": {"emitted": len(fake.outbox), **sent}})
-    return _control_error(404, f"No test-control route {method} {path}")
-
-
-def _fail_refresh(fake: FakeUniPost, account_id: str, reason: str) -> FakeResponse:
-    if reason not in REFRESH_FAILURE_REASONS:
-        return _control_error(422, f"reason must be one of {' '.join(sorted(REFRESH_FAILURE_REASONS))}")
-    account = fake.accounts.get(account_id)
-    if account is None:
-        return _control_error(404, "Account not found")
-    try:
-        delivery = fake.fail_token_refresh(account_id, reason=reason)
-    except ValueError as exc:  # not active (already failed, or disconnected)
-        return _control_error(409, str(exc))
-    return _control_json(200, {"data": {"account": account.as_json(), "event": delivery.event}})
 
 
 # -- the HTTP server --------------------------------------------------------------------
@@ -347,8 +121,10 @@ class _Handler(BaseHTTPRequestHandler):
             f"Bearer {owner.fake.api_key}"
         )
         try:
-            if (parts.path or "/").startswith(CONTROL_PREFIX):
-                answer = control_answer(owner, self.command, parts.path, parts.query, authorized, body)
+            if (parts.path or "/").startswith(control.CONTROL_PREFIX):
+                answer = control.answer(
+                    owner.fake, owner.webhooks, self.command, parts.path, parts.query, authorized, body
+                )
             else:
                 answer = owner.fake.handle(
                     self.command, parts.path or "/", query=parts.query, headers=headers, body=body
@@ -395,7 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.owner.verbose:
-            sys.stderr.write(f"{self.address_string()} - {redact(format % args)}\n")
+            sys.stderr.write(f"{self.address_string()} - {redact_state(format % args)}\n")
 
 
 class _Server(ThreadingHTTPServer):
@@ -432,7 +208,7 @@ class FakeUniPostServer:
         port: int = 0,
         *,
         webhook_url: str | None = None,
-        webhook_delay: float = 1.0,
+        webhook_delay: float = DELIVERY_DELAY,
         verbose: bool = False,
     ) -> None:
         self.fake = fake
@@ -545,29 +321,33 @@ class FakeUniPostServer:
 # -- command line ----------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m unipost_connect.testing.server",
         description="Serve a fake UniPost Connect API and hosted page over HTTP.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001, help="0 picks a free port")
-    parser.add_argument("--api-key", default="up_test_fake", help="the key clients must send")
-    parser.add_argument("--webhook-secret", default="whsec_fake", help="signs the webhooks")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the key clients must send")
+    parser.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET, help="signs the webhooks")
     parser.add_argument("--webhook-url", default="", help="where to POST webhooks (none: not sent)")
-    parser.add_argument("--webhook-delay", type=float, default=1.0, help="seconds before delivery")
+    parser.add_argument("--webhook-delay", type=float, default=DELIVERY_DELAY, help="seconds before delivery")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
     parser.add_argument(
         "--profile",
         action="append",
         dest="profiles",
         metavar="ID",
-        help="a profile of the workspace (repeat for several; default pr_default)",
+        help=f"a profile of the workspace (repeat for several; default {' '.join(DEFAULT_PROFILES)})",
     )
     parser.add_argument("--no-envelope", action="store_true", help="answer without the data envelope")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each request (state redacted)")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -575,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fake = FakeUniPost(
         api_key=args.api_key,
         webhook_secret=args.webhook_secret,
-        profiles=tuple(args.profiles or ("pr_default",)),
+        profiles=tuple(args.profiles or DEFAULT_PROFILES),
         envelope=not args.no_envelope,
         latency=max(0.0, args.latency_ms) / 1000.0,
     )

@@ -1,7 +1,8 @@
 """``unipost_connect.testing.live``: the fake served from Django URLs, in this process.
 
-The example project serves it from a subprocess (tests/test_example_project.py), where
-coverage is not collected; these tests drive the same URLs through the test client.
+The example project serves it from a subprocess, over real HTTP
+(tests/test_example_project.py); these tests drive the same URLs through the test client,
+and stop each webhook at the delivery policy's last step (the POST) to see where it goes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import pytest
 from django.test import Client
 from django.urls import include, path, reverse
 
-from unipost_connect.testing import WebhookDelivery, live
+from unipost_connect.testing import WebhookDelivery, delivery, live
+from unipost_connect.testing.delivery import DELIVERY_DELAY, DeliveryResult
 
 urlpatterns = [
     path("unipost/", include("unipost_connect.urls")),
@@ -41,14 +43,23 @@ def live_settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.fixture
 def background(monkeypatch: pytest.MonkeyPatch) -> list[tuple[WebhookDelivery, str, float]]:
-    """Record webhook deliveries instead of POSTing them from a thread."""
+    """Record the deliveries the policy starts instead of POSTing them.
+
+    Read it after :func:`_sent`: each delivery still runs in its own thread.
+    """
     calls: list[tuple[WebhookDelivery, str, float]] = []
 
-    def record(delivery: WebhookDelivery, url: str, *, delay: float = 1.0, **kwargs: Any) -> None:
-        calls.append((delivery, url, delay))
+    def record(sent: WebhookDelivery, url: str, *, delay: float = 0.0, **kwargs: Any) -> DeliveryResult:
+        calls.append((sent, url, delay))
+        return DeliveryResult(sent.event, "", url, 1, 200)
 
-    monkeypatch.setattr(live, "deliver_in_background", record)
+    monkeypatch.setattr(delivery, "deliver_webhook", record)
     return calls
+
+
+def _sent() -> None:
+    """Wait until every delivery the live fake started has ended."""
+    assert live.webhooks.wait(5)
 
 
 def _api(client: Client, method: str, api_path: str, body: Any = None, key: str = KEY) -> Any:
@@ -153,11 +164,13 @@ def test_hosted_page_approval_sends_the_webhook_to_the_site(
     assert answer.status_code == 302
     assert answer["Location"] == "http://testserver/back/?connect_status=success"
 
-    [(delivery, url, delay)] = background
-    assert delivery.event == "account.connected"
-    assert delivery.payload["data"]["external_user_id"] == "42"
+    _sent()
+    [(sent, url, delay)] = background
+    assert sent.event == "account.connected"
+    assert sent.payload["data"]["external_user_id"] == "42"
     assert url == "http://testserver/unipost/webhook/"
     assert delay == 1.0
+    assert delay == DELIVERY_DELAY  # the standalone server's default too
 
 
 def test_webhook_delay_setting(
@@ -166,6 +179,7 @@ def test_webhook_delay_setting(
     live_settings.UNIPOST_FAKE_WEBHOOK_DELAY = "0.25"
     data = _start_session(client)
     live.get_live_fake().approve(data["id"])
+    _sent()
     assert [delay for _, _, delay in background] == [0.25]
 
 
@@ -175,6 +189,23 @@ def test_negative_webhook_delay_turns_delivery_off(
     live_settings.UNIPOST_FAKE_WEBHOOK_DELAY = -1
     data = _start_session(client)
     live.get_live_fake().approve(data["id"])
+    _sent()
     assert background == []
     # The delivery is still recorded by the fake; it is only not sent.
     assert [d.event for d in live.get_live_fake().outbox] == ["account.connected"]
+
+
+def test_webhook_delay_unset_is_the_delivery_policys_default(live_settings: Any) -> None:
+    assert not hasattr(live_settings, "UNIPOST_FAKE_WEBHOOK_DELAY")
+    assert live.webhook_delay() == DELIVERY_DELAY
+    live_settings.UNIPOST_FAKE_WEBHOOK_DELAY = None  # the example project's, when its env is unset
+    assert live.webhook_delay() == DELIVERY_DELAY
+
+
+def test_delivery_results_are_kept_by_the_live_sender(
+    client: Client, background: list[tuple[WebhookDelivery, str, float]]
+) -> None:
+    before = len(live.webhooks.results)
+    live.get_live_fake().approve(_start_session(client)["id"])
+    _sent()
+    assert [(r.event, r.ok) for r in live.webhooks.results[before:]] == [("account.connected", True)]
