@@ -92,7 +92,7 @@ def test_e002_api_key_absent():
     assert ids(without("API_KEY")) == ["unipost_connect.E002"]
 
 
-@pytest.mark.parametrize("value", ["up_test_abc", "up_live_abc", "  up_live_abc\n"])
+@pytest.mark.parametrize("value", ["up_test_abc", "up_live_abc"])
 def test_e002_w002_good_keys(value):
     assert ids(API_KEY=value) == []
 
@@ -186,6 +186,7 @@ def test_e007_good_return_base_urls(value):
         "unipost_connect.conf.nothing_here",
         42,
         "unipost_connect.conf.ALL_PLATFORMS",
+        "unipost_connect.conf.DEFAULTS",  # importable, not callable
     ],
 )
 def test_e008_external_user_id(value):
@@ -274,12 +275,13 @@ def _declared_ids() -> list[str]:
 
 def test_ids_are_unique_per_problem_and_all_tested():
     declared = _declared_ids()
-    # E008 is raised from two branches (not importable / not callable): one problem.
     assert sorted(set(declared)) == [
         *(f"unipost_connect.E{n:03d}" for n in range(1, 13)),
-        *(f"unipost_connect.W{n:03d}" for n in range(1, 5)),
+        *(f"unipost_connect.W{n:03d}" for n in range(1, 6)),
     ]
-    assert [i for i in declared if declared.count(i) > 1] == ["unipost_connect.E008"] * 2
+    # E008 (not importable / not callable) is one problem; conf raises both, so it may be
+    # declared once. No other id is declared twice.
+    assert {i for i in declared if declared.count(i) > 1} <= {"unipost_connect.E008"}
     tested = set(re.findall(r"test_([ew]\d{3})", Path(__file__).read_text()))
     assert {i.rsplit(".", 1)[1].lower() for i in declared} <= tested
 
@@ -347,3 +349,88 @@ def test_e012_a_profile_id_that_cannot_be_stored(profile_id):
 
 def test_e012_not_for_a_uuid():
     assert "unipost_connect.E012" not in ids(PROFILE_ID="b1e7d3c9-5a2f-4c8e-8d6b-0f4a2c9e7b15")
+
+
+# W005: whitespace around a secret (not used; reported so the setting can be cleaned)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("API_KEY", "up_live_abc\n"),
+        ("API_KEY", "  up_live_abc"),
+        ("WEBHOOK_SECRET", " whsec_a\n"),
+        ("WEBHOOK_SECRET", ["whsec_new", "whsec_old\n"]),
+    ],
+)
+def test_w005_whitespace_around_a_secret(name, value):
+    assert ids(**{name: value}) == ["unipost_connect.W005"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("API_KEY", "up_live_abc"), ("WEBHOOK_SECRET", ["whsec_a", ""]), ("WEBHOOK_SECRET", ("whsec_a", "  "))],
+)
+def test_w005_not_for_clean_secrets_or_empty_entries(name, value):
+    assert ids(**{name: value}) == []
+
+
+def test_w005_never_shows_the_secret():
+    config = {**GOOD, "API_KEY": "up_live_topsecret\n", "WEBHOOK_SECRET": "whsec_hidden "}
+    with override_settings(UNIPOST_CONNECT=config):
+        messages = [m for m in run_checks(tags=[Tags.compatibility]) if m.id == "unipost_connect.W005"]
+    assert len(messages) == 2
+    assert {m.msg.split("'")[1] for m in messages} == {"API_KEY", "WEBHOOK_SECRET"}
+    shown = " ".join(f"{m.msg} {m.hint}" for m in messages)
+    assert "topsecret" not in shown and "hidden" not in shown
+
+
+# -- the checks read through conf ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "prop"),
+    [
+        ({"API_KEY": None}, "API_KEY"),
+        ({"API_BASE_URL": "ftp://x"}, "API_BASE_URL"),
+        ({"PLATFORMS": "linkedin"}, "PLATFORMS"),
+        ({"PLATFORMS": ["LinkedIn"]}, "PLATFORMS"),
+        ({"WEBHOOK_SECRET": 5}, "WEBHOOK_SECRETS"),
+        ({"RETURN_BASE_URL": "/x"}, "RETURN_BASE_URL"),
+        ({"EXTERNAL_USER_ID": 42}, "EXTERNAL_USER_ID"),
+        ({"MAX_RETRIES": "2"}, "MAX_RETRIES"),
+        ({"SEND_USER_EMAIL": "yes"}, "SEND_USER_EMAIL"),
+    ],
+)
+def test_a_check_reports_the_error_the_app_raises_at_use(changes, prop):
+    from unipost_connect.conf import SettingError, app_settings
+
+    with override_settings(UNIPOST_CONNECT={**GOOD, **changes}):
+        (message,) = [
+            m for m in run_checks(tags=[Tags.compatibility]) if m.id.startswith("unipost_connect.E")
+        ]
+        with pytest.raises(SettingError) as caught:
+            getattr(app_settings, prop)
+    assert message.msg == caught.value.problem
+    assert message.hint.startswith(caught.value.fix)
+
+
+def test_e001_reports_a_setting_that_is_not_a_dict_by_its_type():
+    with override_settings(UNIPOST_CONNECT=["API_KEY"]):
+        (message,) = [m for m in run_checks(tags=[Tags.compatibility]) if m.id.startswith("unipost_connect.")]
+    assert message.msg == "settings.UNIPOST_CONNECT must be a dict, not list."
+
+
+def test_e005_suggests_the_spelling_without_reading_it_that_way():
+    with override_settings(UNIPOST_CONNECT={**GOOD, "PLATFORMS": ["LinkedIn"]}):
+        (message,) = [m for m in run_checks(tags=[Tags.compatibility]) if m.id == "unipost_connect.E005"]
+    assert message.hint.startswith("Write 'linkedin' for 'LinkedIn'.")
+
+
+def test_the_checks_are_registered_by_the_app_config():
+    from django.core.checks.registry import registry
+
+    registered = registry.get_checks()
+    for check in (checks.check_settings, checks.check_isolation_level):
+        assert check in registered
+        assert list(check.tags) == [Tags.compatibility]
