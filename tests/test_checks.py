@@ -276,7 +276,7 @@ def _declared_ids() -> list[str]:
 def test_ids_are_unique_per_problem_and_all_tested():
     declared = _declared_ids()
     assert sorted(set(declared)) == [
-        *(f"unipost_connect.E{n:03d}" for n in range(1, 13)),
+        *(f"unipost_connect.E{n:03d}" for n in range(1, 14)),
         *(f"unipost_connect.W{n:03d}" for n in range(1, 6)),
     ]
     # E008 (not importable / not callable) is one problem; conf raises both, so it may be
@@ -434,3 +434,18 @@ def test_the_checks_are_registered_by_the_app_config():
     for check in (checks.check_settings, checks.check_isolation_level):
         assert check in registered
         assert list(check.tags) == [Tags.compatibility]
+
+
+# E013: the task backend or queue
+
+
+def test_e013_a_task_backend_tasks_does_not_define():
+    assert ids(TASK_BACKEND="workers") == ["unipost_connect.E013"]
+
+
+def test_e013_a_task_queue_that_is_not_a_name():
+    assert ids(TASK_QUEUE=5) == ["unipost_connect.E013"]
+
+
+def test_e013_not_for_the_default_backend():
+    assert "unipost_connect.E013" not in ids(TASK_BACKEND="default")

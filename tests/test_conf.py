@@ -170,6 +170,9 @@ def test_unknown_names_are_attribute_errors():
 # (key, a value of it the app cannot use, the property that reads it)
 UNUSABLE: list[tuple[str, Any, str]] = [
     ("API_KEY", 12345, "API_KEY"),
+    ("TASK_BACKEND", "", "TASK_BACKEND"),
+    ("TASK_BACKEND", 3, "TASK_BACKEND"),
+    ("TASK_QUEUE", None, "TASK_QUEUE"),
     ("API_BASE_URL", "api.unipost.dev", "API_BASE_URL"),
     ("API_BASE_URL", 5, "API_BASE_URL"),
     ("WEBHOOK_SECRET", 123, "WEBHOOK_SECRETS"),

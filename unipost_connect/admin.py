@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import services
+from . import services, tasks
 from .errors import UniPostError
 from .models import ConnectedAccount, ConnectSession, WebhookEvent
 from .redaction import redact_state
@@ -302,6 +302,7 @@ class ConnectedAccountAdmin(SyncedAdmin):
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(CheckedSelectionMixin, _WebhookEventAdminBase):
     list_display = ("event_key", "event_type", "result_badge", "received_at", "processed_at")
+    actions = ("process_again",)
     list_filter = ("event_type", "result", "received_at")
     search_fields = ("event_key", "delivery_id")
     readonly_fields = (
@@ -321,6 +322,42 @@ class WebhookEventAdmin(CheckedSelectionMixin, _WebhookEventAdminBase):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_process_permission(self, request: HttpRequest) -> bool:
+        # The rows stay read-only; processing them again is what the change permission allows.
+        return request.user.has_perm("unipost_connect.change_webhookevent")
+
     @admin.display(description=_("result"), ordering="result")
     def result_badge(self, obj: WebhookEvent) -> str:
         return badge(obj.result, obj.get_result_display())
+
+    @admin.action(description=_("Process again (received or failed events)"), permissions=["process"])
+    def process_again(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
+        due = list(
+            queryset.filter(
+                result__in=(WebhookEvent.Result.RECEIVED, WebhookEvent.Result.FAILED)
+            ).values_list("pk", flat=True)
+        )
+        for event_id in due:
+            tasks.enqueue(tasks.process_webhook_event, event_id)
+        skipped = queryset.count() - len(due)
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d event handed to processing.",
+                "%(count)d events handed to processing.",
+                len(due),
+            )
+            % {"count": len(due)}
+            + (
+                " "
+                + ngettext(
+                    "%(count)d was already processed and is left as it is.",
+                    "%(count)d were already processed and are left as they are.",
+                    skipped,
+                )
+                % {"count": skipped}
+                if skipped
+                else ""
+            ),
+            messages.SUCCESS,
+        )

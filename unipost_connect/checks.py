@@ -39,7 +39,25 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     for name in ("PROFILE_ID", "ALLOW_QUICKSTART_CREDS", "SEND_USER_EMAIL", "REDIRECT_URL"):
         messages += _read(name, id="unipost_connect.E010")
     messages += _check_profile_id()
+    messages += _check_task_backend()
     return messages
+
+
+def _check_task_backend() -> list[CheckMessage]:
+    from . import tasks  # the task framework, only once settings are read
+
+    try:
+        alias, _queue = app_settings.TASK_BACKEND, app_settings.TASK_QUEUE
+        if alias not in tasks.backend_aliases():
+            raise SettingError(
+                "TASK_BACKEND",
+                f"is {alias!r}, which settings.TASKS does not define "
+                f"(it has {', '.join(map(repr, tasks.backend_aliases())) or 'none'})",
+                "Name one of the TASKS aliases, or leave it unset for 'default'.",
+            )
+    except SettingError as exc:
+        return [_error(exc, id="unipost_connect.E013")]
+    return []
 
 
 def _error(exc: SettingError, id: str) -> Error:

@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_MAX_WAIT": 5.0,
     "REUSE_MIN_REMAINING": 600,
     "WEBHOOK_MAX_BODY_BYTES": 256 * 1024,
+    # Django's task framework: the alias of a TASKS backend, and the queue on it.
+    "TASK_BACKEND": "default",
+    "TASK_QUEUE": "default",
 }
 
 # name -> (least allowed value, whether it must be a whole number)
@@ -119,6 +122,17 @@ def _bool(name: str) -> bool:
             name,
             f"must be True or False, not {_show(value)}",
             f"Give a bool (e.g. env.bool(...) for an environment variable); unset, it is {DEFAULTS[name]!r}.",
+        )
+    return value
+
+
+def _name(name: str, what: str) -> str:
+    value = _get(name)
+    if not isinstance(value, str) or not value:
+        raise SettingError(
+            name,
+            f"must be the name of {what}, not {_show(value)}",
+            f"Give {what} as a str; unset, it is {DEFAULTS[name]!r}.",
         )
     return value
 
@@ -344,6 +358,14 @@ class ConnectSettings:
                 f"unset, it is {DEFAULTS['REDIRECT_URL']!r}.",
             )
         return str(value)
+
+    @property
+    def TASK_BACKEND(self) -> str:
+        return _name("TASK_BACKEND", "an alias of settings.TASKS")
+
+    @property
+    def TASK_QUEUE(self) -> str:
+        return _name("TASK_QUEUE", "a queue of that backend")
 
     @property
     def TIMEOUT(self) -> tuple[float, float]:

@@ -125,6 +125,7 @@ class WebhookEvent(models.Model):
         UNKNOWN_USER = "unknown_user", _("No matching local user")
         IGNORED = "ignored", _("Ignored (unknown event)")
         CONFLICT = "conflict", _("Conflict (not applied)")
+        FAILED = "failed", _("Failed (to be processed again)")
 
     # ``event_id`` when UniPost sent one, else ``sha256:<hash of the body>``.
     event_key = models.CharField(_("event key"), max_length=128, unique=True)

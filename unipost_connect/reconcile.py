@@ -8,7 +8,7 @@ many there are. With ``workers`` above 1 the HTTP reads run on a thread pool (a 
 window of them in flight); every database read and write stays on the calling thread.
 
 What an answer means for a session is decided by
-:func:`~unipost_connect.services.apply_remote_session`, the same call the return view's
+:func:`~unipost_connect.sessions.apply_remote_session`, the same call the return view's
 reconcile makes; every change is a conditional update, so runs on several machines at
 once, the return and the webhook apply each outcome once.
 """
@@ -27,8 +27,8 @@ from typing import Any
 from django.db import connections, transaction
 from django.db.models import Q
 
+from . import accounts, sessions
 from . import client as client_module
-from . import services
 from .client import RemoteSession, UniPostClient, get_client
 from .conf import app_settings
 from .contract import DEFAULT_BASE_URL, TERMINAL_STATUSES
@@ -153,19 +153,19 @@ def settle(session: ConnectSession, fetched: Fetched, *, dry_run: bool = False) 
         else:
             return Checked(session, outcome)
     if not dry_run:
-        services.record_error(session, error)  # its status stays as it was
+        sessions.record_error(session, error)  # its status stays as it was
     return Checked(session, ERRORS, error=error, stop=stop_reason(error))
 
 
 def _outcome(session: ConnectSession, remote: RemoteSession | None) -> str:
     if remote is None:
         # It will never complete, so it can only expire.
-        return "expired" if services.expire_if_overdue(session) else "unchanged"
-    if services.apply_remote_session(session, remote):
+        return "expired" if sessions.expire_if_overdue(session) else "unchanged"
+    if sessions.apply_remote_session(session, remote):
         return remote.status
     if remote.status == "pending":
         # apply_remote_session took UniPost's deadline onto ``session``: the one that counts.
-        return "expired" if services.expire_if_overdue(session) else "unchanged"
+        return "expired" if sessions.expire_if_overdue(session) else "unchanged"
     if remote.status in TERMINAL_STATUSES:
         return "unchanged"  # another worker, the return or a webhook got there first
     return "unknown"
@@ -199,10 +199,38 @@ def reconcile_pending(
         reader.close()
 
 
-class _Reader:
-    """Reads sessions from UniPost on one thread or a pool, one client per thread."""
+def reconcile_one(session_id: str) -> str:
+    """Reconcile one session by its id, as a task does; its status after ("" if gone).
 
-    def __init__(self) -> None:
+    A session no longer pending is left alone, so a task that runs twice (or after the
+    return or a webhook settled the session) changes nothing.
+    """
+    session = ConnectSession.objects.filter(pk=session_id).first()
+    if session is None:
+        return ""
+    if session.status == ConnectSession.Status.PENDING:
+        settle(session, _Reader(client=get_client()).fetch(session))
+    return str(session.status)
+
+
+def enqueue_pending(
+    cutoff: datetime, *, batch_size: int = 500, limit: int | None = None
+) -> Iterator[ConnectSession]:
+    """Enqueue a reconcile task for each pending session due (see
+    :func:`pending_sessions`), yielding each as it is enqueued; memory stays flat."""
+    from . import tasks
+
+    for session in pending_sessions(cutoff, batch_size=batch_size, limit=limit):
+        tasks.enqueue(tasks.reconcile_session, str(session.pk))
+        yield session
+
+
+class _Reader:
+    """Reads sessions from UniPost on one thread or a pool, one client per thread (or
+    the one ``client`` given, for a single thread)."""
+
+    def __init__(self, client: UniPostClient | None = None) -> None:
+        self._given = client
         self._local = threading.local()
         self._clients: list[UniPostClient] = []
         self._clients_lock = threading.Lock()
@@ -270,7 +298,7 @@ class _Reader:
     def _client(self) -> UniPostClient:
         # One client (one pooled HTTP session) per thread: a requests.Session is not
         # guaranteed thread-safe.
-        client: UniPostClient | None = getattr(self._local, "client", None)
+        client: UniPostClient | None = self._given or getattr(self._local, "client", None)
         if client is None:
             client = UniPostClient.from_settings()
             self._local.client = client
@@ -307,7 +335,7 @@ def sync_accounts(*, client: UniPostClient | None = None) -> Iterator[AccountsSy
     client = client or get_client()
     for external_user_id in users.iterator(chunk_size=500):
         try:
-            changed = services.sync_account_statuses(external_user_id, client=client)
+            changed = accounts.sync_account_statuses(external_user_id, client=client)
         except UniPostError as exc:
             stop = stop_reason(exc)
             yield AccountsSynced(external_user_id, error=exc, stop=stop)

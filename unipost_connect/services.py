@@ -34,7 +34,14 @@ from .start import (
     check_external_user_id,
     start_session,
 )
-from .webhooks.store import WebhookOutcome, apply_webhook_payload, webhook_event_key
+from .webhooks.receive import accept_webhook_payload
+from .webhooks.store import (
+    WebhookOutcome,
+    apply_webhook_payload,
+    process_stored_event,
+    store_webhook_payload,
+    webhook_event_key,
+)
 
 __all__ = [
     "ExternalUserIdError",
@@ -42,6 +49,7 @@ __all__ = [
     "UniPostError",
     "UnknownPlatformError",
     "WebhookOutcome",
+    "accept_webhook_payload",
     "apply_remote_session",
     "apply_webhook_payload",
     "build_return_url",
@@ -53,9 +61,11 @@ __all__ = [
     "is_overdue",
     "mark_disconnected",
     "mark_reconnect_required",
+    "process_stored_event",
     "reconcile_session",
     "record_error",
     "start_session",
+    "store_webhook_payload",
     "sync_account_statuses",
     "upsert_account",
     "user_sessions",

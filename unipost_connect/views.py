@@ -184,7 +184,8 @@ def disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
 
 @method_decorator(csrf_exempt, name="dispatch")
 class WebhookView(View):
-    """Receives UniPost deliveries: verify → store once → apply → signal."""
+    """Receives UniPost deliveries: verify → store once → apply (here, or on a task
+    worker when the site runs one) → signal."""
 
     http_method_names = ("post",)
 
@@ -208,7 +209,7 @@ class WebhookView(View):
             return _refused(
                 request, HttpResponseBadRequest(str(exc)), "Refused a signed webhook delivery: %s", exc
             )
-        outcome = services.apply_webhook_payload(
+        outcome = services.accept_webhook_payload(
             payload,
             raw_body=body,
             delivery_id=request.headers.get(webhooks.DELIVERY_HEADER, ""),

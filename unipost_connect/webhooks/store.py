@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -43,31 +44,95 @@ def apply_webhook_payload(
     A repeat of the same event changes nothing. If applying fails the whole transaction
     rolls back (nothing half-applied), so UniPost's retry starts clean.
     """
+    with transaction.atomic():
+        event, created = _store(payload, raw_body, delivery_id)
+        if created:
+            _apply(event)
+    return WebhookOutcome(event, duplicate=not created)
+
+
+def store_webhook_payload(
+    payload: Mapping[str, Any], *, raw_body: bytes | None = None, delivery_id: str = ""
+) -> WebhookOutcome:
+    """Store a *verified* webhook payload once, ``received``, to be applied later by
+    :func:`process_stored_event` (a task). Nothing of it is applied here."""
+    with transaction.atomic():
+        event, created = _store(payload, raw_body, delivery_id)
+    return WebhookOutcome(event, duplicate=not created)
+
+
+def process_stored_event(event_id: int) -> str:
+    """Apply a stored event still ``received`` or ``failed``, exactly once; its result.
+
+    Its row stays locked while it is applied, and a second worker given the same event
+    skips it (answering ""). A failure is recorded as ``failed`` with its reason, for a
+    replay; a worker killed mid-way leaves the event as it was, and nothing applied.
+    """
+    due = (WebhookEvent.Result.RECEIVED, WebhookEvent.Result.FAILED)
+    try:
+        with transaction.atomic():
+            event = (
+                WebhookEvent.objects.select_for_update(skip_locked=True)
+                .filter(pk=event_id, result__in=due)
+                .first()
+            )
+            if event is None:
+                return ""
+            _apply(event)
+    except Exception as exc:
+        detail = bounds.clip(f"{type(exc).__name__}: {exc}", WebhookEvent, "detail")
+        WebhookEvent.objects.filter(pk=event_id, result__in=due).update(
+            result=WebhookEvent.Result.FAILED, detail=detail, processed_at=timezone.now()
+        )
+        raise
+    return str(event.result)
+
+
+def _store(payload: Mapping[str, Any], raw_body: bytes | None, delivery_id: str) -> tuple[WebhookEvent, bool]:
+    """The event's row, and whether this call stored it (a repeat finds the first one)."""
     if raw_body is None:
         raw_body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     key = webhook_event_key(payload, raw_body)
-    event_type = bounds.clip(payload.get("event"), WebhookEvent, "event_type")
-    data = payload.get("data")
-    data = data if isinstance(data, Mapping) else {}
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                event = WebhookEvent.objects.create(
-                    event_key=key,
-                    event_type=event_type,
-                    delivery_id=bounds.clip(delivery_id, WebhookEvent, "delivery_id"),
-                    payload=dict(payload),
-                )
-        except IntegrityError:
-            return WebhookOutcome(WebhookEvent.objects.get(event_key=key), duplicate=True)
-        handler = EVENT_HANDLERS.get(event_type)
-        result: str
-        if handler is None:
-            result, detail = WebhookEvent.Result.IGNORED, "Event type not handled."
-        else:
-            result, detail = handler(data)
-        event.result = result
-        event.detail = detail
-        event.processed_at = timezone.now()
-        event.save(update_fields=["result", "detail", "processed_at"])
-    return WebhookOutcome(event, duplicate=False)
+    try:
+        with transaction.atomic():
+            event = WebhookEvent.objects.create(
+                event_key=key,
+                event_type=bounds.clip(payload.get("event"), WebhookEvent, "event_type"),
+                delivery_id=bounds.clip(delivery_id, WebhookEvent, "delivery_id"),
+                payload=dict(payload),
+            )
+    except IntegrityError:
+        return WebhookEvent.objects.get(event_key=key), False
+    return event, True
+
+
+def _apply(event: WebhookEvent) -> None:
+    """Run the event's handler and record its result on the row."""
+    data = event.payload.get("data") if isinstance(event.payload, Mapping) else None
+    handler = EVENT_HANDLERS.get(event.event_type)
+    result: str
+    if handler is None:
+        result, detail = WebhookEvent.Result.IGNORED, "Event type not handled."
+    else:
+        result, detail = handler(data if isinstance(data, Mapping) else {})
+    event.result = result
+    event.detail = detail
+    event.processed_at = timezone.now()
+    event.save(update_fields=["result", "detail", "processed_at"])
+
+
+def unprocessed_event_ids(*, received_before: datetime | None = None, batch_size: int = 500) -> Iterator[int]:
+    """Ids of stored events still ``received`` or ``failed``, oldest first, read in keyset
+    batches (memory stays flat); with ``received_before``, only those received earlier."""
+    due = WebhookEvent.objects.filter(
+        result__in=(WebhookEvent.Result.RECEIVED, WebhookEvent.Result.FAILED)
+    ).order_by("pk")
+    if received_before is not None:
+        due = due.filter(received_at__lt=received_before)
+    last = 0
+    while True:
+        batch = list(due.filter(pk__gt=last).values_list("pk", flat=True)[:batch_size])
+        if not batch:
+            return
+        yield from batch
+        last = batch[-1]

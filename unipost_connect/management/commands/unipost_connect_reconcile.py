@@ -54,6 +54,12 @@ class Command(BaseCommand):
             "--dry-run", action="store_true", help="Ask UniPost and report, but change nothing."
         )
         parser.add_argument(
+            "--enqueue",
+            action="store_true",
+            help="Enqueue one task per due session (TASK_BACKEND) instead of reading here, so the "
+            "work spreads over the task workers.",
+        )
+        parser.add_argument(
             "--sync-accounts",
             action="store_true",
             help="Also copy each connected account's status (active / reconnect required) from UniPost.",
@@ -73,8 +79,15 @@ class Command(BaseCommand):
         if older_than < 0:
             raise CommandError("--older-than must be 0 or more.")
         dry_run: bool = options["dry_run"]
+        cutoff = timezone.now() - timedelta(minutes=older_than)
+        if options["enqueue"]:
+            if dry_run:
+                raise CommandError("--enqueue and --dry-run do not go together.")
+            enqueued = sum(1 for _ in reconcile.enqueue_pending(cutoff, batch_size=batch_size, limit=limit))
+            self.stdout.write(self.style.SUCCESS(f"Enqueued {enqueued} sessions to reconcile."))
+            return
         results = reconcile.reconcile_pending(
-            timezone.now() - timedelta(minutes=older_than),
+            cutoff,
             batch_size=batch_size,
             limit=limit,
             workers=workers,

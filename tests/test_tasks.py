@@ -1,0 +1,228 @@
+"""Work on Django's task framework: webhooks stored and applied by a task, replays, the
+admin's "Process again", and reconcile fanned out as one task per session.
+
+A worker backend is stood in for by the framework's DummyBackend, which keeps what is
+enqueued without running it; the tests then run the tasks themselves, as a worker would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client, override_settings
+
+from tests.helpers import URL, SignalLog, start
+from unipost_connect import services, tasks
+from unipost_connect.models import ConnectedAccount, ConnectSession, WebhookEvent
+from unipost_connect.testing import FakeUniPost
+
+pytestmark = pytest.mark.django_db
+
+# The DummyBackend beside the ImmediateBackend of whichever framework is in use.
+DUMMY = tasks.ImmediateBackend.__module__.replace("immediate", "dummy") + ".DummyBackend"
+WORKERS = {"default": {"BACKEND": DUMMY}}
+
+
+@pytest.fixture
+def worker_backend(settings: Any) -> Iterator[Any]:
+    """Tasks are kept for a worker instead of running in the request."""
+    with override_settings(TASKS=WORKERS):
+        backend = tasks.backend()
+        backend.clear()
+        yield backend
+
+
+def enqueued(backend: Any, job: Any) -> list[tuple[Any, ...]]:
+    return [tuple(r.args) for r in backend.results if r.task.func is job.func]
+
+
+def run_enqueued(backend: Any, job: Any, django_capture_on_commit_callbacks: Any) -> list[Any]:
+    """Run what a worker would, in order, with each task's commit callbacks."""
+    results = []
+    for args in enqueued(backend, job):
+        with django_capture_on_commit_callbacks(execute=True):
+            results.append(job.call(*args))
+    return results
+
+
+def deliver(delivery: Any, capture: Any) -> Any:
+    with capture(execute=True):
+        return Client().post(URL, **delivery.django_client_kwargs())
+
+
+# -- the webhook on a worker backend -----------------------------------------------------
+
+
+def test_with_a_worker_backend_the_webhook_stores_and_enqueues_but_applies_nothing(
+    fake: FakeUniPost,
+    user: Any,
+    worker_backend: Any,
+    sent: SignalLog,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    session = start(user)
+    fake.approve(session.unipost_session_id or "")
+    calls_before = len(fake.requests)
+    answer = deliver(fake.outbox[-1], django_capture_on_commit_callbacks)
+    assert answer.json() == {"received": True, "duplicate": False, "result": "received"}
+    assert len(fake.requests) == calls_before  # no call to UniPost in the request
+    session.refresh_from_db()
+    assert session.status == "pending"
+    assert ConnectedAccount.objects.count() == 0
+    assert sent.calls == []
+    (event,) = WebhookEvent.objects.all()
+    assert enqueued(worker_backend, tasks.process_webhook_event) == [(event.pk,)]
+
+
+def test_the_task_applies_the_stored_event_once(
+    fake: FakeUniPost,
+    user: Any,
+    worker_backend: Any,
+    sent: SignalLog,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    session = start(user)
+    fake.approve(session.unipost_session_id or "")
+    deliver(fake.outbox[-1], django_capture_on_commit_callbacks)
+    deliver(fake.outbox[-1], django_capture_on_commit_callbacks)  # UniPost's retry: a duplicate
+    (event,) = WebhookEvent.objects.all()
+    assert run_enqueued(worker_backend, tasks.process_webhook_event, django_capture_on_commit_callbacks) == [
+        "applied"
+    ]
+    # Run again (a retry, a replay, a second worker): nothing more happens.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.process_webhook_event.call(event.pk) == ""
+    session.refresh_from_db()
+    assert session.status == "completed"
+    assert len(sent.named("connect_session_completed")) == 1
+    event.refresh_from_db()
+    assert event.result == "applied" and event.processed_at is not None
+
+
+def test_a_failing_task_marks_the_event_failed_for_a_replay(
+    fake: FakeUniPost,
+    user: Any,
+    worker_backend: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    session = start(user)
+    fake.approve(session.unipost_session_id or "")
+    deliver(fake.outbox[-1], django_capture_on_commit_callbacks)
+    (event,) = WebhookEvent.objects.all()
+
+    def broken(**kwargs: Any) -> Any:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr("unipost_connect.sessions.upsert_account", broken)
+    with pytest.raises(RuntimeError):
+        tasks.process_webhook_event.call(event.pk)
+    event.refresh_from_db()
+    assert (event.result, event.detail) == ("failed", "RuntimeError: database went away")
+    session.refresh_from_db()
+    assert session.status == "pending"  # rolled back: nothing half-applied
+    monkeypatch.undo()
+    out = StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("unipost_connect_process_webhooks", stdout=out)
+    assert "1 applied" in out.getvalue()
+    session.refresh_from_db()
+    assert session.status == "completed"
+
+
+# -- replay ----------------------------------------------------------------------------------
+
+
+def stored(fake: FakeUniPost, user: Any, capture: Any) -> list[WebhookEvent]:
+    session = start(user)
+    fake.approve(session.unipost_session_id or "")
+    with capture(execute=True):
+        services.store_webhook_payload(fake.outbox[-1].payload, raw_body=fake.outbox[-1].body)
+    return list(WebhookEvent.objects.all())
+
+
+def test_process_webhooks_applies_what_is_still_received_once(
+    fake: FakeUniPost, user: Any, sent: SignalLog, django_capture_on_commit_callbacks: Any
+) -> None:
+    (event,) = stored(fake, user, django_capture_on_commit_callbacks)
+    assert event.result == "received"
+    for expected in ("1 applied", "nothing to do"):
+        out = StringIO()
+        with django_capture_on_commit_callbacks(execute=True):
+            call_command("unipost_connect_process_webhooks", stdout=out)
+        assert expected in out.getvalue()
+    assert len(sent.named("connect_session_completed")) == 1
+
+
+def test_process_webhooks_older_than_leaves_fresh_events_to_the_workers(
+    fake: FakeUniPost, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    (event,) = stored(fake, user, django_capture_on_commit_callbacks)
+    out = StringIO()
+    call_command("unipost_connect_process_webhooks", "--older-than", "5", stdout=out)
+    assert "nothing to do" in out.getvalue()
+    event.refresh_from_db()
+    assert event.result == "received"
+
+
+def test_process_webhooks_refuses_a_negative_age() -> None:
+    with pytest.raises(CommandError, match="--older-than"):
+        call_command("unipost_connect_process_webhooks", "--older-than", "-1")
+
+
+def test_the_admin_processes_received_events_again(
+    fake: FakeUniPost, user: Any, admin_client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    (event,) = stored(fake, user, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = admin_client.post(
+            "/admin/unipost_connect/webhookevent/",
+            {"action": "process_again", "_selected_action": [str(event.pk)]},
+            follow=True,
+        )
+    assert answer.status_code == 200
+    assert "1 event handed to processing." in answer.content.decode()
+    event.refresh_from_db()
+    assert event.result == "applied"
+
+
+# -- reconcile on workers ------------------------------------------------------------------
+
+
+def test_reconcile_enqueue_makes_one_task_per_due_session(
+    fake: FakeUniPost, django_user_model: Any, worker_backend: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    sessions = [start(django_user_model.objects.create_user(f"u{i}")) for i in range(5)]
+    for session in sessions[:3]:
+        fake.approve(session.unipost_session_id or "")
+    out = StringIO()
+    call_command(
+        "unipost_connect_reconcile", "--older-than", "0", "--enqueue", "--batch-size", "2", stdout=out
+    )
+    assert "Enqueued 5 sessions to reconcile." in out.getvalue()
+    assert sorted(enqueued(worker_backend, tasks.reconcile_session)) == sorted((str(s.pk),) for s in sessions)
+    statuses = run_enqueued(worker_backend, tasks.reconcile_session, django_capture_on_commit_callbacks)
+    assert sorted(statuses) == ["completed"] * 3 + ["pending"] * 2
+    assert ConnectSession.objects.filter(status="completed").count() == 3
+    # A task that runs twice, or after the session was settled, changes nothing.
+    assert tasks.reconcile_session.call(str(sessions[0].pk)) == "completed"
+    assert tasks.reconcile_session.call("00000000-0000-0000-0000-000000000000") == ""
+
+
+def test_reconcile_enqueue_refuses_a_dry_run() -> None:
+    with pytest.raises(CommandError, match="--enqueue"):
+        call_command("unipost_connect_reconcile", "--enqueue", "--dry-run")
+
+
+def test_with_the_immediate_backend_enqueued_work_runs_at_once(fake: FakeUniPost, user: Any) -> None:
+    assert tasks.runs_inline()
+    session = start(user)
+    fake.approve(session.unipost_session_id or "")
+    call_command("unipost_connect_reconcile", "--older-than", "0", "--enqueue", stdout=StringIO())
+    session.refresh_from_db()
+    assert session.status == "completed"
