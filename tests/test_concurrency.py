@@ -310,3 +310,19 @@ def test_the_webhook_completes_the_session_unipost_completed_among_several_pendi
     assert (older.status, newer.status) == ("completed", "pending")
     (completed,) = sent.named("connect_session_completed")
     assert completed["session"].pk == older.pk
+
+
+def test_twenty_workers_given_one_stored_event_apply_it_once(
+    slow_fake: FakeUniPost, user: Any, sent: SignalLog
+) -> None:
+    """A worker backend may hand the same event to several workers (a retry, a replay
+    beside a live worker): its row lock lets one apply it; the others skip it."""
+    session = start(user)
+    slow_fake.approve(session.unipost_session_id)
+    (delivery,) = slow_fake.outbox
+    event = services.store_webhook_payload(delivery.payload, raw_body=delivery.body).event
+    results = race(lambda i: services.process_stored_event(event.pk), threads=12)
+    assert sorted(results) == [""] * 11 + ["applied"]
+    assert len(sent.named("connect_session_completed")) == 1
+    event.refresh_from_db()
+    assert event.result == "applied"
