@@ -36,7 +36,7 @@ def _clean_env() -> dict[str, str]:
 def test_every_block_is_known() -> None:
     """A new block must get a test here: fail loudly when the README grows one."""
     kinds = [lang for _, lang, _ in BLOCK.findall(README)]
-    assert kinds.count("python") == 3
+    assert kinds.count("python") == 4
     assert kinds.count("django") == 1
     assert kinds.count("sh") == 3  # demo, test, reconcile
 
@@ -141,7 +141,7 @@ def test_a_fresh_startproject_site_following_the_quickstart(tmp_path: Path) -> N
         return result.stdout + result.stderr
 
     run(sys.executable, "-m", "django", "startproject", "mysite", str(tmp_path), cwd=tmp_path)
-    settings_block, url_block = (b for b in blocks("python") if "def test_" not in b)
+    settings_block, url_block = (b for b in blocks("python") if "def test_" not in b and "TASKS" not in b)
     with open(tmp_path / "mysite" / "settings.py", "a") as settings:
         settings.write("\n# From the README's quickstart:\n" + settings_block)
     urls = (tmp_path / "mysite" / "urls.py").read_text()
@@ -159,6 +159,24 @@ def test_a_fresh_startproject_site_following_the_quickstart(tmp_path: Path) -> N
     env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO}"
     out = run(sys.executable, "-c", script, cwd=tmp_path)
     assert "FLOW OK" in out
+
+
+def test_the_scaling_settings_name_apps_and_a_backend_that_import() -> None:
+    import importlib
+
+    from django.utils.module_loading import import_string
+
+    (block,) = (b for b in blocks("python") if "TASKS = " in b)
+    namespace: dict[str, object] = {"INSTALLED_APPS": []}
+    exec(block, namespace)
+    installed = namespace["INSTALLED_APPS"]
+    assert isinstance(installed, list) and installed
+    for app in installed:
+        importlib.import_module(app)
+    backends = namespace["TASKS"]
+    assert isinstance(backends, dict)
+    for backend in backends.values():
+        import_string(backend["BACKEND"])
 
 
 def test_settings_documented_match_the_defaults() -> None:
