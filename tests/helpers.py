@@ -14,6 +14,19 @@ from unipost_connect import services, signals
 from unipost_connect.models import ConnectSession
 
 URL = "/unipost/webhook/"
+# The fields of a connect session in UniPost's answers (for payload builders and fuzzing).
+SESSION_FIELDS = (
+    "id",
+    "status",
+    "url",
+    "platform",
+    "external_user_id",
+    "expires_at",
+    "created_at",
+    "completed_at",
+    "managed_account_id",
+    "completed_social_account_id",
+)
 SIGNALS = (
     "connect_session_completed",
     "connect_session_ended_without_account",

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
+from tests.helpers import SESSION_FIELDS
 from unipost_connect.client import (
     RemoteSession,
     UniPostClient,
@@ -52,16 +53,7 @@ json_values = st.recursive(
 )
 session_keys = st.sampled_from(
     [
-        "id",
-        "status",
-        "url",
-        "platform",
-        "external_user_id",
-        "expires_at",
-        "created_at",
-        "completed_at",
-        "managed_account_id",
-        "completed_social_account_id",
+        *SESSION_FIELDS,
         "data",
         "request_id",
     ]

@@ -16,7 +16,7 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import URL, start
+from tests.helpers import SESSION_FIELDS, URL, start
 from unipost_connect.models import ConnectSession
 from unipost_connect.testing import FakeUniPost
 
@@ -28,18 +28,6 @@ VIEW_FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-FIELDS = (
-    "id",
-    "status",
-    "url",
-    "platform",
-    "external_user_id",
-    "expires_at",
-    "created_at",
-    "completed_at",
-    "managed_account_id",
-    "completed_social_account_id",
-)
 odd_text = st.one_of(
     st.text(max_size=40),
     st.sampled_from(
@@ -62,7 +50,7 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan
 values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(odd_text, inner, max_size=3)
 )
-sessions = st.dictionaries(st.sampled_from(FIELDS), values, max_size=len(FIELDS))
+sessions = st.dictionaries(st.sampled_from(SESSION_FIELDS), values, max_size=len(SESSION_FIELDS))
 bodies = st.one_of(
     st.builds(lambda data, rid: {"data": data, "request_id": rid}, sessions, values),
     sessions,
