@@ -10,6 +10,9 @@ the buttons the pages actually render, CSRF tokens and all.
 2. Against the standalone fake server (``unipost_connect.testing.server``), with the
    API key and webhook secret from the environment: the project speaks the contract
    over real HTTP with the configured key, and a wrong key is a clear message.
+3. On workers (``scripts/demo --workers``, UNIPOST_DEMO_WORKERS): tasks queue in the
+   database (django-tasks-db) and a ``manage.py db_worker`` process applies the webhook
+   the site stored ``received``.
 
 The processes' logs are kept and checked: no API key, webhook secret, Django secret
 key or hosted-page state in them, and no 5xx.
@@ -473,6 +476,124 @@ def test_a_key_the_api_refuses_is_a_clear_message(standalone: Standalone) -> Non
 def test_standalone_site_log_keeps_secrets(standalone: Standalone) -> None:
     assert standalone.states
     _assert_clean_log(standalone.site, standalone.states)
+
+
+# -- scenario 3: the demo on workers (scripts/demo --workers) --------------------------------
+
+WORKERS_KEY = "up_test_workers_" + secrets.token_hex(4)
+WORKERS_SECRET = "whsec_workers_" + secrets.token_hex(4)
+
+
+@dataclass
+class WorkersDemo:
+    site: Site
+    env: dict[str, str]  # the site's environment, for its db_worker
+    tmp: Path
+    states: list[str] = field(default_factory=list)
+    worker_log: Path | None = None
+
+
+@pytest.fixture(scope="module")
+def workers_demo(
+    tmp_path_factory: pytest.TempPathFactory, finalizers: list[Callable[[], None]]
+) -> WorkersDemo:
+    tmp = tmp_path_factory.mktemp("workers")
+    port = free_port()
+    django_secret = "django-secret-" + secrets.token_hex(16)
+    extra = {
+        "UNIPOST_DEMO_WORKERS": "true",
+        # What the demo runs on: a SQLite file that runserver and the worker share.
+        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+        "UNIPOST_API_KEY": WORKERS_KEY,
+        "UNIPOST_WEBHOOK_SECRET": WORKERS_SECRET,
+        "SECRET_KEY": django_secret,
+        "DEBUG": "true",
+    }
+    site = start_site(tmp, port, extra, finalizers)
+    site.secrets += [WORKERS_KEY, WORKERS_SECRET, django_secret]
+    return WorkersDemo(site, site_env(tmp, port, extra["DATABASE_URL"], extra), tmp)
+
+
+def _start_worker(demo: WorkersDemo, finalizers: list[Callable[[], None]]) -> subprocess.Popen[bytes]:
+    """One ``manage.py db_worker`` beside the site, as scripts/demo --workers starts it."""
+    demo.worker_log = demo.tmp / "worker.log"
+    log = open(demo.worker_log, "ab")
+    finalizers.append(log.close)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.2"],
+        cwd=EXAMPLE_PROJECT,
+        env=demo.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    finalizers.append(stop)
+    return process
+
+
+def _webhook_events(browser: Browser) -> list[tuple[str, str]]:
+    """(event, result) of each stored webhook event, as the admin lists them."""
+    browser.open("/admin/unipost_connect/webhookevent/")
+    assert browser.page is not None and browser.page.status_code == 200
+    table = re.search(r'<table id="result_list">(.*?)</table>', browser.text, re.S)
+    if table is None:  # no events yet
+        return []
+    body = table.group(1).split("<tbody>", 1)[-1]
+    rows = [
+        [_text(cell) for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S)]
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
+    ]
+    return [(cells[2], cells[3]) for cells in rows]  # after the checkbox and the event key
+
+
+def test_workers_demo_applies_the_webhook_on_the_worker(
+    workers_demo: WorkersDemo, finalizers: list[Callable[[], None]]
+) -> None:
+    site = workers_demo.site
+    demo = Browser(site.base_url)
+    demo.log_in()
+    _start(demo, "YouTube", workers_demo.states, site.base_url + "/fake-unipost")
+    demo.press("Approve without returning")
+    assert "Your account is connected" in demo.text  # the browser never comes back
+
+    # No worker runs yet: the webhook is stored "received" and nothing of it is applied.
+    received = [("account.connected", "Received")]
+    assert wait_until(lambda: _webhook_events(demo) == received, timeout=10), _webhook_events(demo)
+    demo.open(CONNECTIONS)
+    assert "YouTube" not in [row[1] for row in demo.accounts()]
+    assert ("pending", "YouTube") in demo.sessions()
+
+    worker = _start_worker(workers_demo, finalizers)
+
+    def youtube_listed() -> bool:
+        if worker.poll() is not None:
+            assert workers_demo.worker_log is not None
+            pytest.fail(f"db_worker exited with {worker.returncode}:\n{workers_demo.worker_log.read_text()}")
+        demo.open(CONNECTIONS)
+        return "YouTube" in [row[1] for row in demo.accounts()]
+
+    assert wait_until(youtube_listed, timeout=20, interval=0.2), "the worker never connected YouTube"
+    [account] = [row for row in demo.accounts() if row[1] == "YouTube"]
+    assert account[0] == "active", account
+    assert ("completed", "YouTube") in demo.sessions()
+    assert demo.messages() == []
+    assert _webhook_events(demo) == [("account.connected", "Applied")]  # the same event, applied once
+
+    assert workers_demo.worker_log is not None
+    worker_log = workers_demo.worker_log.read_text(errors="replace")
+    assert "path=unipost_connect.tasks.process_webhook_event state=SUCCESSFUL" in worker_log, worker_log
+    assert "Traceback" not in worker_log, worker_log
+    for secret in site.secrets + workers_demo.states:
+        assert secret not in worker_log, "a secret appears in the worker's log"
+    _assert_clean_log(site, workers_demo.states)
 
 
 # -- settings from the environment and a .env file -------------------------------------------

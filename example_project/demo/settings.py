@@ -10,6 +10,7 @@ and talks to it over HTTP, so the whole flow works offline.
 
 from pathlib import Path
 
+import django
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
@@ -94,6 +95,28 @@ WSGI_APPLICATION = "demo.wsgi.application"
 # postgres://user:password@127.0.0.1:5432/unipost_demo
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Where the app's tasks run (issue 11). Unset: Django's ImmediateBackend runs them at once,
+# inside the request. ``scripts/demo --workers`` (or UNIPOST_DEMO_WORKERS=true) queues them
+# in the database with django-tasks-db instead, and runs ``manage.py db_worker`` beside
+# runserver: a webhook is stored "received" and the worker applies it.
+DEMO_WORKERS = env.bool("UNIPOST_DEMO_WORKERS", default=False)
+if DEMO_WORKERS:
+    if django.VERSION < (6, 0):
+        INSTALLED_APPS.append("django_tasks")  # the backport of django.tasks: its checks and logs
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+    _db = DATABASES["default"]
+    if _db["ENGINE"] == "django.db.backends.sqlite3":
+        _name = str(_db.get("NAME", ""))
+        if _name in ("", ":memory:") or "mode=memory" in _name:
+            raise ImproperlyConfigured(
+                "UNIPOST_DEMO_WORKERS needs a database the worker process shares: "
+                "a SQLite file (or PostgreSQL) in DATABASE_URL, not an in-memory SQLite."
+            )
+        # Two processes write to one file: wait for the other's lock instead of failing at
+        # once, and take the write lock when a transaction starts (no failed upgrade mid-way).
+        _db.setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
