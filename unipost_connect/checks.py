@@ -34,7 +34,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     messages += _check_webhook_secret()
     messages += _read("RETURN_BASE_URL", id="unipost_connect.E007")
     messages += _read("EXTERNAL_USER_ID", id="unipost_connect.E008")
-    for name in NUMBERS:
+    # RETENTION_DAYS is a number too, kept out of NUMBERS because None is one of its values.
+    for name in (*NUMBERS, "RETENTION_DAYS"):
         messages += _read(name, id="unipost_connect.E009")
     for name in ("PROFILE_ID", "ALLOW_QUICKSTART_CREDS", "SEND_USER_EMAIL", "REDIRECT_URL"):
         messages += _read(name, id="unipost_connect.E010")

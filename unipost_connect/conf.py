@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     # Django's task framework: the alias of a TASKS backend, and the queue on it.
     "TASK_BACKEND": "default",
     "TASK_QUEUE": "default",
+    # Days stored webhook events and finished sessions are kept (manage.py
+    # unipost_connect_prune); None keeps them for ever.
+    "RETENTION_DAYS": 90,
 }
 
 # name -> (least allowed value, whether it must be a whole number)
@@ -366,6 +369,24 @@ class ConnectSettings:
     @property
     def TASK_QUEUE(self) -> str:
         return _name("TASK_QUEUE", "a queue of that backend")
+
+    @property
+    def RETENTION_DAYS(self) -> int | None:
+        """Days to keep processed webhook events and finished sessions; None: for ever.
+
+        Not in ``NUMBERS``: None is a value here, not a missing one. Zero is refused rather
+        than read as "delete everything finished", which is never what a typo meant.
+        """
+        value = self.get("RETENTION_DAYS")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SettingError(
+                "RETENTION_DAYS",
+                f"must be a whole number of days of at least 1, or None, not {_show(value)}",
+                f"Give e.g. {DEFAULTS['RETENTION_DAYS']!r} (the default), or None to keep everything.",
+            )
+        return value
 
     @property
     def TIMEOUT(self) -> tuple[float, float]:

@@ -62,6 +62,11 @@ class ConnectSession(models.Model):
             models.Index(fields=["user", "platform", "status"], name="unipost_cs_user_plat_st"),
             models.Index(fields=["external_user_id", "platform", "status"], name="unipost_cs_ext_plat_st"),
             models.Index(fields=["status", "created_at"], name="unipost_cs_status_created"),
+            # unipost_connect_prune's keyset over finished sessions (retention.old_sessions);
+            # without it each batch is a sequential scan of the whole table. Not partial on
+            # the finished statuses: SQLite cannot prove a partial index applies to a query
+            # with bound parameters, and the few pending rows this old cost a filter only.
+            models.Index(fields=["updated_at", "id"], name="unipost_cs_updated"),
         )
         constraints = (
             # One start in flight per user and target: a double click or a second tab
@@ -141,6 +146,17 @@ class WebhookEvent(models.Model):
         verbose_name = _("webhook event")
         verbose_name_plural = _("webhook events")
         ordering = ("-received_at",)
+        indexes = (
+            # The replay's keyset over events still to apply (webhooks.store
+            # .unprocessed_event_ids), from cron every few minutes: only those rows, so it
+            # stays tiny however many applied events are kept; without it each run walks
+            # every event. (Pruning reads by received_at, whose own index serves it.)
+            models.Index(
+                fields=["id"],
+                condition=models.Q(result__in=["received", "failed"]),
+                name="unipost_ev_unprocessed",
+            ),
+        )
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_key}"

@@ -57,6 +57,15 @@ def reconcile_session(session_id: str) -> str:
     return reconcile_one(session_id)
 
 
+@task()
+def prune() -> dict[str, int]:
+    """Delete what ``RETENTION_DAYS`` no longer keeps (as ``unipost_connect_prune`` does);
+    how many rows of each kind went. For a scheduler that enqueues tasks instead of cron."""
+    from .retention import prune_configured
+
+    return prune_configured()
+
+
 def backend() -> BaseTaskBackend:
     """The task backend the app enqueues on (``TASK_BACKEND``, an alias of ``TASKS``)."""
     return task_backends[app_settings.TASK_BACKEND]
