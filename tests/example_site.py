@@ -14,8 +14,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -49,6 +51,34 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
         if result or time.monotonic() > deadline:
             return result
         time.sleep(interval)
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """End ``process``: ask, then kill it if it has not ended within 5 seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+@contextmanager
+def cleanups() -> Iterator[list[Callable[[], None]]]:
+    """A list to append clean-ups to; run in reverse order on leaving, even after a
+    failure, each one whatever the others did (the first error is raised)."""
+    done: list[Callable[[], None]] = []
+    try:
+        yield done
+    finally:
+        errors = []
+        for finalize in reversed(done):
+            try:
+                finalize()
+            except Exception as exc:  # keep cleaning up
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 @dataclass
@@ -120,15 +150,7 @@ def start_site(tmp: Path, port: int, extra_env: dict[str, str], finalizers: list
         stderr=subprocess.STDOUT,
     )
 
-    def stop() -> None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-    finalizers.append(stop)
+    finalizers.append(partial(stop, process))
     site = Site(f"http://127.0.0.1:{port}", log_path, process)
 
     def answers() -> bool:

@@ -29,6 +29,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -36,7 +37,16 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import pytest
 import requests
 
-from tests.example_site import EXAMPLE_PROJECT, Site, free_port, site_env, start_site, wait_until
+from tests.example_site import (
+    EXAMPLE_PROJECT,
+    Site,
+    cleanups,
+    free_port,
+    site_env,
+    start_site,
+    stop,
+    wait_until,
+)
 from unipost_connect.testing import FakeUniPost
 from unipost_connect.testing.server import FakeUniPostServer
 
@@ -52,16 +62,8 @@ CONNECTIONS = "/unipost/connections/"
 @pytest.fixture(scope="module")
 def finalizers() -> Iterator[list[Callable[[], None]]]:
     """Clean-ups run in reverse order at the end of the module, even after failures."""
-    done: list[Callable[[], None]] = []
-    yield done
-    errors = []
-    for finalize in reversed(done):
-        try:
-            finalize()
-        except Exception as exc:  # keep cleaning up
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    with cleanups() as done:
+        yield done
 
 
 # -- a small browser ----------------------------------------------------------------------
@@ -527,15 +529,7 @@ def _start_worker(demo: WorkersDemo, finalizers: list[Callable[[], None]]) -> su
         stderr=subprocess.STDOUT,
     )
 
-    def stop() -> None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-    finalizers.append(stop)
+    finalizers.append(partial(stop, process))
     return process
 
 

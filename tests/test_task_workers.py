@@ -67,7 +67,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.example_site import database_url, free_port, site_env, wait_until
+from tests.example_site import cleanups, database_url, free_port, site_env, wait_until
 from unipost_connect.platforms import ALL_PLATFORMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,16 +198,8 @@ class Processes:
 @pytest.fixture
 def finalizers() -> Iterator[list[Callable[[], None]]]:
     """Clean-ups run in reverse order, even after a failure (the first error is raised)."""
-    done: list[Callable[[], None]] = []
-    yield done
-    errors = []
-    for finalize in reversed(done):
-        try:
-            finalize()
-        except Exception as exc:  # keep cleaning up
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    with cleanups() as done:
+        yield done
 
 
 # -- the webhook relay ---------------------------------------------------------------------------
