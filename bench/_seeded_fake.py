@@ -39,7 +39,6 @@ def main() -> None:
 
     from unipost_connect.testing import FakeUniPost
     from unipost_connect.testing.fake import FakeSession
-    from unipost_connect.testing.server import FakeUniPostServer
 
     fake = FakeUniPost(
         api_key=args.api_key, webhook_secret=args.webhook_secret, latency=args.latency_ms / 1000
@@ -60,9 +59,16 @@ def main() -> None:
             completed_at=created + timedelta(minutes=1) if status == "completed" else None,
             managed_account_id=f"sa_bench_{i}" if status == "completed" else None,
         )
+    serve(fake, args.host, args.port)
+
+
+def serve(fake: Any, host: str, port: int) -> None:
+    """Serve ``fake`` (a FakeUniPost) until SIGTERM or Ctrl-C, keeping no per-request log."""
+    from unipost_connect.testing.server import FakeUniPostServer
+
     # The request log would grow with every call; this is a bench, not a test.
     fake.requests = _Discard()
-    server = FakeUniPostServer(fake, args.host, args.port)
+    server = FakeUniPostServer(fake, host, port)
     server.log = _Discard()
     server.bind()
 

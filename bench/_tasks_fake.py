@@ -9,15 +9,13 @@ SIGTERM.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._seeded_fake import _Discard
+from bench._seeded_fake import serve
 
 
 def main() -> None:
@@ -32,7 +30,6 @@ def main() -> None:
 
     from unipost_connect.testing import FakeUniPost
     from unipost_connect.testing.fake import FakeSession
-    from unipost_connect.testing.server import FakeUniPostServer
 
     fake = FakeUniPost(
         api_key=args.api_key, webhook_secret=args.webhook_secret, latency=args.latency_ms / 1000
@@ -51,20 +48,7 @@ def main() -> None:
             completed_at=now,
             managed_account_id=f"sa_lat_{i}",
         )
-    fake.requests = _Discard()
-    server = FakeUniPostServer(fake, args.host, args.port)
-    server.log = _Discard()
-    server.bind()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    print(f"Fake UniPost listening on {server.base_url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(fake, args.host, args.port)
 
 
 if __name__ == "__main__":

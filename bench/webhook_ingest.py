@@ -161,8 +161,9 @@ def main() -> None:
     print(f"after the run: {audit}")
 
 
-def make_events(kind: str, n: int, prefix: str = "") -> list[tuple[bytes, dict[str, str]]]:
-    """``n`` distinct signed events; for ``completing`` also ``n`` users with a pending session each."""
+def make_events(kind: str, n: int, prefix: str = "", offset: int = 0) -> list[tuple[bytes, dict[str, str]]]:
+    """``n`` distinct signed events (numbered from ``offset``); for ``completing`` also
+    ``n`` users with a pending session each."""
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
@@ -173,7 +174,9 @@ def make_events(kind: str, n: int, prefix: str = "") -> list[tuple[bytes, dict[s
     tag = prefix or kind
     if kind == "completing":
         User = get_user_model()
-        users = User.objects.bulk_create(User(username=f"{tag}{i}", password="!") for i in range(n))
+        users = User.objects.bulk_create(
+            User(username=f"{tag}{i}", password="!") for i in range(offset, offset + n)
+        )
         ConnectSession.objects.bulk_create(
             ConnectSession(
                 user=u,
@@ -185,10 +188,10 @@ def make_events(kind: str, n: int, prefix: str = "") -> list[tuple[bytes, dict[s
                 created_at=now - timedelta(minutes=1),
                 expires_at=now + timedelta(minutes=29),
             )
-            for i, u in enumerate(users)
+            for i, u in enumerate(users, start=offset)
         )
     out = []
-    for i in range(n):
+    for i in range(offset, offset + n):
         delivery = build_webhook(
             "account.connected",
             {

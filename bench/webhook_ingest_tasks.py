@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
     PYTHON,
-    WEBHOOK_SECRET,
     access_log_statuses,
     free_port,
     machine_note,
@@ -172,48 +170,10 @@ def print_ingest(args, per_round, ratios, ours_tp, base_tp, ours_s, base_s, audi
 
 
 def latency_events(n: int, offset: int) -> list[tuple[str, bytes, dict[str, str]]]:
-    """Users with a pending session ``cs_lat_{i}`` each, and their signed account.connected."""
-    from django.contrib.auth import get_user_model
-    from django.utils import timezone
-
-    from unipost_connect.models import ConnectSession
-    from unipost_connect.testing import build_webhook
-
-    now = timezone.now()
-    ids = range(offset, offset + n)
-    User = get_user_model()
-    users = User.objects.bulk_create(User(username=f"lat{i}", password="!") for i in ids)
-    ConnectSession.objects.bulk_create(
-        ConnectSession(
-            user=u,
-            platform="linkedin",
-            external_user_id=f"ext_lat_{i}",
-            status="pending",
-            unipost_session_id=f"cs_lat_{i}",
-            url="http://127.0.0.1/x",
-            created_at=now - timedelta(minutes=1),
-            expires_at=now + timedelta(minutes=29),
-        )
-        for i, u in zip(ids, users, strict=True)
-    )
-    out = []
-    for i in ids:
-        d = build_webhook(
-            "account.connected",
-            {
-                "social_account_id": f"sa_lat_{i}",
-                "profile_id": "pr_default",
-                "platform": "linkedin",
-                "account_name": f"LinkedIn user {i}",
-                "external_user_id": f"ext_lat_{i}",
-                "connection_type": "managed",
-            },
-            WEBHOOK_SECRET,
-            event_id=f"evt_lat_{i}",
-            timestamp=now,
-        )
-        out.append((f"sa_lat_{i}", d.body, {**d.headers, "Content-Type": "application/json"}))
-    return out
+    """Users with a pending session ``cs_lat_{i}`` each, and their signed account.connected
+    (bench 4's events, numbered from ``offset``), keyed by the account they connect."""
+    events = make_events("completing", n, prefix="lat", offset=offset)
+    return [(f"sa_lat_{i}", body, headers) for i, (body, headers) in enumerate(events, start=offset)]
 
 
 def part2(args, site: str, db_url: str, logdir: Path, rates: list[float]) -> list[tuple[float, dict]]:
