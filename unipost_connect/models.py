@@ -39,6 +39,8 @@ class ConnectSession(models.Model):
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
     managed_account_id = models.CharField(_("managed account id"), max_length=128, blank=True)
     next_url = models.CharField(_("next url"), max_length=2048, blank=True)
+    # Started from a popup window: the return answers a page that tells the opener.
+    popup = models.BooleanField(_("popup"), default=False)
     return_status = models.CharField(
         _("returned connect_status"),
         max_length=32,

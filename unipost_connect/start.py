@@ -88,6 +88,7 @@ def start_session(
     *,
     request: HttpRequest | None = None,
     next_url: str = "",
+    popup: bool = False,
     client: UniPostClient | None = None,
 ) -> ConnectSession:
     """Start (or reuse) a connect session for ``user`` and return it; redirect to ``.url``.
@@ -99,6 +100,9 @@ def start_session(
     Concurrent starts for the same user and target (a double click, two tabs) make one
     session at UniPost: the later ones wait for the first and return its session, or
     raise :class:`StartInProgressError` if it takes longer than ``START_WAIT`` seconds.
+
+    ``popup``: the hosted page opens in a popup window, so the return view answers a
+    page that reports the outcome to the window that opened it.
     """
     platform = platforms.normalize(platform)
     if platform not in app_settings.PLATFORMS:
@@ -108,11 +112,11 @@ def start_session(
     wanted = _Wanted.of(user, platform)
     session_id = uuid.uuid4()
     return_url = build_return_url(session_id, request)
-    session = _claim_start(wanted.target, client, wanted.new_row(session_id, next_url))
+    session = _claim_start(wanted.target, client, wanted.new_row(session_id, next_url, popup))
     if session.pk != session_id:  # another request's session, or one still pending
-        if session.next_url != next_url:
-            session.next_url = next_url
-            session.save(update_fields=["next_url", "updated_at"])
+        if (session.next_url, session.popup) != (next_url, popup):
+            session.next_url, session.popup = next_url, popup
+            session.save(update_fields=["next_url", "popup", "updated_at"])
         return session
     try:
         _create(session, client, wanted, return_url)
@@ -187,7 +191,7 @@ class _Wanted:
             profile_id=profile_id,
         )
 
-    def new_row(self, session_id: uuid.UUID, next_url: str) -> ConnectSession:
+    def new_row(self, session_id: uuid.UUID, next_url: str, popup: bool) -> ConnectSession:
         return ConnectSession(
             id=session_id,
             user=self.target.user,
@@ -197,6 +201,7 @@ class _Wanted:
             external_user_email=bounds.clip(self.email, ConnectSession, "external_user_email"),
             allow_quickstart_creds=self.target.quickstart,
             next_url=next_url,
+            popup=popup,
         )
 
 
