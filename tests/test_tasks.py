@@ -79,6 +79,27 @@ def test_with_a_worker_backend_the_webhook_stores_and_enqueues_but_applies_nothi
     assert enqueued(worker_backend, tasks.process_webhook_event) == [(event.pk,)]
 
 
+def test_with_a_worker_backend_a_delivery_is_stored_in_one_statement(
+    fake: FakeUniPost,
+    user: Any,
+    worker_backend: Any,
+    django_capture_on_commit_callbacks: Any,
+    django_assert_num_queries: Any,
+) -> None:
+    """The receiver's cost on a worker backend: the event's INSERT (no transaction, no
+    savepoint); a repeat of it reads the stored row instead."""
+    session = start(user)
+    fake.approve(session.unipost_session_id or "")
+    with django_assert_num_queries(1) as first:
+        deliver(fake.outbox[-1], django_capture_on_commit_callbacks)
+    assert "ON CONFLICT DO NOTHING" in first.captured_queries[0]["sql"]
+    with django_assert_num_queries(2):
+        answer = deliver(fake.outbox[-1], django_capture_on_commit_callbacks)
+    assert answer.json()["duplicate"] is True
+    assert WebhookEvent.objects.count() == 1
+    assert len(enqueued(worker_backend, tasks.process_webhook_event)) == 1
+
+
 def test_the_task_applies_the_stored_event_once(
     fake: FakeUniPost,
     user: Any,

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django.db import transaction
-
 from .. import tasks
 from .store import WebhookOutcome, apply_webhook_payload, store_webhook_payload
 
@@ -23,8 +21,10 @@ def accept_webhook_payload(
     """
     if tasks.runs_inline():
         return apply_webhook_payload(payload, raw_body=raw_body, delivery_id=delivery_id)
-    with transaction.atomic():
-        outcome = store_webhook_payload(payload, raw_body=raw_body, delivery_id=delivery_id)
-        if not outcome.duplicate:
-            tasks.enqueue_on_commit(tasks.process_webhook_event, outcome.event.pk)
+    # No transaction of its own: two statements, the event's INSERT then the task's. A
+    # process that dies between them leaves the event ``received`` with no task; the
+    # replay command (``unipost_connect_process_webhooks --older-than``) applies it.
+    outcome = store_webhook_payload(payload, raw_body=raw_body, delivery_id=delivery_id)
+    if not outcome.duplicate:
+        tasks.enqueue_on_commit(tasks.process_webhook_event, outcome.event.pk)
     return outcome

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import bounds
+from ..db import insert_unless_conflict
 from ..models import WebhookEvent
 from .handlers import EVENT_HANDLERS
 
@@ -55,10 +56,16 @@ def store_webhook_payload(
     payload: Mapping[str, Any], *, raw_body: bytes | None = None, delivery_id: str = ""
 ) -> WebhookOutcome:
     """Store a *verified* webhook payload once, ``received``, to be applied later by
-    :func:`process_stored_event` (a task). Nothing of it is applied here."""
-    with transaction.atomic():
-        event, created = _store(payload, raw_body, delivery_id)
-    return WebhookOutcome(event, duplicate=not created)
+    :func:`process_stored_event` (a task). Nothing of it is applied here.
+
+    One statement when it is new (``INSERT … ON CONFLICT DO NOTHING RETURNING``, no
+    transaction of its own): the receiver's whole cost on a worker backend.
+    """
+    raw_body = _raw(payload, raw_body)
+    event = _new_event(payload, raw_body, delivery_id)
+    if insert_unless_conflict(event):
+        return WebhookOutcome(event, duplicate=False)
+    return WebhookOutcome(WebhookEvent.objects.get(event_key=event.event_key), duplicate=True)
 
 
 def process_stored_event(event_id: int) -> str:
@@ -90,20 +97,29 @@ def process_stored_event(event_id: int) -> str:
 
 def _store(payload: Mapping[str, Any], raw_body: bytes | None, delivery_id: str) -> tuple[WebhookEvent, bool]:
     """The event's row, and whether this call stored it (a repeat finds the first one)."""
-    if raw_body is None:
-        raw_body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    key = webhook_event_key(payload, raw_body)
+    event = _new_event(payload, _raw(payload, raw_body), delivery_id)
     try:
         with transaction.atomic():
-            event = WebhookEvent.objects.create(
-                event_key=key,
-                event_type=bounds.clip(payload.get("event"), WebhookEvent, "event_type"),
-                delivery_id=bounds.clip(delivery_id, WebhookEvent, "delivery_id"),
-                payload=dict(payload),
-            )
+            event.save(force_insert=True)
     except IntegrityError:
-        return WebhookEvent.objects.get(event_key=key), False
+        return WebhookEvent.objects.get(event_key=event.event_key), False
     return event, True
+
+
+def _raw(payload: Mapping[str, Any], raw_body: bytes | None) -> bytes:
+    """The delivery's bytes; for a payload handed over without them, a canonical dump."""
+    if raw_body is not None:
+        return raw_body
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _new_event(payload: Mapping[str, Any], raw_body: bytes, delivery_id: str) -> WebhookEvent:
+    return WebhookEvent(
+        event_key=webhook_event_key(payload, raw_body),
+        event_type=bounds.clip(payload.get("event"), WebhookEvent, "event_type"),
+        delivery_id=bounds.clip(delivery_id, WebhookEvent, "delivery_id"),
+        payload=dict(payload),
+    )
 
 
 def _apply(event: WebhookEvent) -> None:
