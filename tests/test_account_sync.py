@@ -35,7 +35,7 @@ def test_reconnect_required_comes_and_goes_with_unipost(fake: Any, account: Conn
     out, _ = sync()
     account.refresh_from_db()
     assert account.status == ConnectedAccount.Status.RECONNECT_REQUIRED
-    assert "Accounts: 1 status changes, 0 errors." in out
+    assert "Accounts: 1 updated (status or name), 0 errors." in out
     fake.accounts[account.managed_account_id].status = "active"
     sync()
     account.refresh_from_db()
@@ -57,7 +57,7 @@ def test_an_account_missing_from_the_list_is_left_alone(fake: Any, account: Conn
     out, _ = sync()
     account.refresh_from_db()
     assert account.status == ConnectedAccount.Status.ACTIVE
-    assert "Accounts: 0 status changes" in out
+    assert "Accounts: 0 updated (status or name)" in out
 
 
 def test_a_failing_list_is_reported_and_changes_nothing(fake: Any, account: ConnectedAccount) -> None:
@@ -67,10 +67,24 @@ def test_a_failing_list_is_reported_and_changes_nothing(fake: Any, account: Conn
     account.refresh_from_db()
     assert account.status == ConnectedAccount.Status.ACTIVE
     assert f"accounts of external user {account.external_user_id}: INTERNAL_ERROR" in err
-    assert "Accounts: 0 status changes, 1 errors." in out
+    assert "Accounts: 0 updated (status or name), 1 errors." in out
 
 
 def test_without_the_flag_accounts_are_not_asked_about(fake: Any, account: ConnectedAccount) -> None:
     fake.requests.clear()
     call_command("unipost_connect_reconcile", stdout=StringIO())
     assert ("GET", "/v1/accounts") not in fake.requests
+
+
+def test_sync_names_an_account_that_has_no_name_here_and_keeps_one_that_has(
+    fake: Any, account: ConnectedAccount
+) -> None:
+    fake.accounts[account.managed_account_id].account_name = "Ada at UniPost"
+    sync()
+    account.refresh_from_db()
+    assert account.account_name == "Ada at UniPost"
+    fake.accounts[account.managed_account_id].account_name = "Renamed"
+    out, _ = sync()
+    account.refresh_from_db()
+    assert account.account_name == "Ada at UniPost"
+    assert "Accounts: 0 updated (status or name)" in out

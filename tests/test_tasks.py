@@ -247,3 +247,59 @@ def test_with_the_immediate_backend_enqueued_work_runs_at_once(fake: FakeUniPost
     call_command("unipost_connect_reconcile", "--older-than", "0", "--enqueue", stdout=StringIO())
     session.refresh_from_db()
     assert session.status == "completed"
+
+
+def test_reconcile_enqueue_sync_accounts_makes_one_task_per_account_owner(
+    fake: FakeUniPost, django_user_model: Any, worker_backend: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    users = [django_user_model.objects.create_user(f"owner{i}") for i in range(3)]
+    for user in users:
+        session = start(user)
+        fake.approve(session.unipost_session_id or "")
+        with django_capture_on_commit_callbacks(execute=True):
+            services.reconcile_session(session)
+    worker_backend.clear()
+    first = ConnectedAccount.objects.get(user=users[0])
+    fake.accounts[first.managed_account_id].status = "reconnect_required"
+    out = StringIO()
+    call_command("unipost_connect_reconcile", "--enqueue", "--sync-accounts", stdout=out)
+    assert "Enqueued account syncs for 3 users." in out.getvalue()
+    assert sorted(enqueued(worker_backend, tasks.sync_account_statuses)) == sorted(
+        (str(user.pk),) for user in users
+    )
+    # One row changed per owner: each account gets its name, the first also its status.
+    synced = run_enqueued(worker_backend, tasks.sync_account_statuses, django_capture_on_commit_callbacks)
+    assert synced == [1, 1, 1]
+    assert ConnectedAccount.objects.filter(account_name="").count() == 0
+    first.refresh_from_db()
+    assert first.status == ConnectedAccount.Status.RECONNECT_REQUIRED
+
+
+def test_on_a_worker_backend_a_task_names_the_account_a_return_completed(
+    fake: FakeUniPost, user: Any, worker_backend: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The session's answer carries no account name; the account list does."""
+    session = start(user)
+    fake.approve(session.unipost_session_id or "", account_name="Ada's page")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.reconcile_session(session)
+    account = ConnectedAccount.objects.get(user=user)
+    assert account.account_name == ""
+    assert enqueued(worker_backend, tasks.sync_account_statuses) == [(session.external_user_id,)]
+    assert run_enqueued(worker_backend, tasks.sync_account_statuses, django_capture_on_commit_callbacks) == [
+        1
+    ]
+    account.refresh_from_db()
+    assert account.account_name == "Ada's page"
+
+
+def test_with_the_immediate_backend_a_return_makes_no_extra_call_for_the_name(
+    fake: FakeUniPost, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    session = start(user)
+    fake.approve(session.unipost_session_id or "", account_name="Ada's page")
+    calls_before = len(fake.requests)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.reconcile_session(session)
+    assert [method for method, _ in fake.requests[calls_before:]] == ["GET"]  # the session only
+    assert ConnectedAccount.objects.get(user=user).account_name == ""  # the webhook names it

@@ -149,26 +149,33 @@ def disconnect_account(account: ConnectedAccount, *, client: UniPostClient | Non
 
 
 def sync_account_statuses(external_user_id: str, *, client: UniPostClient | None = None) -> int:
-    """Copy UniPost's ``active`` / ``reconnect_required`` onto the user's local accounts.
+    """Copy UniPost's ``active`` / ``reconnect_required`` onto the user's local accounts,
+    and the name of an account that has none here yet (a return can complete a session
+    before the webhook that carries the name).
 
     Only those two statuses are trusted from the list: an account missing from it is
     left as it is (``account.disconnected`` webhooks report disconnections). Returns how
     many rows changed. Raises :class:`~unipost_connect.errors.UniPostError`.
     """
-    remote = (client or get_client()).list_accounts(external_user_id=external_user_id)
-    wanted = {
-        account.id: account.status
-        for account in remote
+    remote = {
+        account.id: account
+        for account in (client or get_client()).list_accounts(external_user_id=external_user_id)
         if account.status in (ConnectedAccount.Status.ACTIVE, ConnectedAccount.Status.RECONNECT_REQUIRED)
     }
     changed = 0
     local = ConnectedAccount.objects.filter(
-        external_user_id=external_user_id, managed_account_id__in=list(wanted)
+        external_user_id=external_user_id, managed_account_id__in=list(remote)
     ).exclude(status=ConnectedAccount.Status.DISCONNECTED)
     for account in local:
-        status = wanted[account.managed_account_id]
-        if account.status != status:
-            changed += ConnectedAccount.objects.filter(pk=account.pk, status=account.status).update(
-                status=status, updated_at=timezone.now()
-            )
+        theirs = remote[account.managed_account_id]
+        fields: dict[str, Any] = {}
+        if account.status != theirs.status:
+            fields["status"] = theirs.status
+        if not account.account_name and theirs.account_name:
+            fields["account_name"] = bounds.clip(theirs.account_name, ConnectedAccount, "account_name")
+        if fields:
+            # Conditional on what was read: a concurrent change (a webhook) wins.
+            changed += ConnectedAccount.objects.filter(
+                pk=account.pk, status=account.status, account_name=account.account_name
+            ).update(**fields, updated_at=timezone.now())
     return changed

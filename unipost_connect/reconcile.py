@@ -325,15 +325,8 @@ class AccountsSynced:
 def sync_accounts(*, client: UniPostClient | None = None) -> Iterator[AccountsSynced]:
     """Copy account statuses from UniPost: one ``GET /v1/accounts`` per end user who has
     a live account here. Ends after the first failure every further call would share."""
-    users = (
-        ConnectedAccount.objects.exclude(status=ConnectedAccount.Status.DISCONNECTED)
-        .exclude(external_user_id="")
-        .values_list("external_user_id", flat=True)
-        .distinct()
-        .order_by("external_user_id")
-    )
     client = client or get_client()
-    for external_user_id in users.iterator(chunk_size=500):
+    for external_user_id in _account_owners():
         try:
             changed = accounts.sync_account_statuses(external_user_id, client=client)
         except UniPostError as exc:
@@ -343,3 +336,25 @@ def sync_accounts(*, client: UniPostClient | None = None) -> Iterator[AccountsSy
                 return
         else:
             yield AccountsSynced(external_user_id, changed=changed)
+
+
+def enqueue_account_syncs() -> Iterator[str]:
+    """Enqueue one account-status sync task per end user with a live account here,
+    yielding each external user id as it is enqueued; memory stays flat."""
+    from . import tasks
+
+    for external_user_id in _account_owners():
+        tasks.enqueue(tasks.sync_account_statuses, external_user_id)
+        yield external_user_id
+
+
+def _account_owners() -> Iterator[str]:
+    """External user ids with an account not disconnected, in order, streamed."""
+    owners = (
+        ConnectedAccount.objects.exclude(status=ConnectedAccount.Status.DISCONNECTED)
+        .exclude(external_user_id="")
+        .values_list("external_user_id", flat=True)
+        .distinct()
+        .order_by("external_user_id")
+    )
+    return owners.iterator(chunk_size=500)

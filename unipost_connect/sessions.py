@@ -228,9 +228,21 @@ def complete_session(
                 profile_id=profile_id or session.profile_id,
             )
             _announce_completion(session, account, fields)
+            if account.user_id == session.user_id and not account.account_name:
+                _name_later(account)
     if not won:
         session.refresh_from_db()  # show the caller what the winner recorded
     return bool(won)
+
+
+def _name_later(account: ConnectedAccount) -> None:
+    """A return completes a session before the webhook that names its account: on a
+    worker backend, a task reads the name (and status) from UniPost's account list.
+    Inline, that would be one more call on the user's way back; the webhook names it."""
+    from . import tasks
+
+    if account.external_user_id and not tasks.runs_inline():
+        tasks.enqueue_on_commit(tasks.sync_account_statuses, account.external_user_id)
 
 
 def _announce_completion(session: ConnectSession, account: ConnectedAccount, fields: dict[str, Any]) -> None:

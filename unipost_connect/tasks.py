@@ -58,6 +58,14 @@ def reconcile_session(session_id: str) -> str:
 
 
 @task()
+def sync_account_statuses(external_user_id: str) -> int:
+    """Copy one end user's account statuses (and missing names) from UniPost; rows changed."""
+    from .accounts import sync_account_statuses as sync
+
+    return sync(external_user_id)
+
+
+@task()
 def prune() -> dict[str, int]:
     """Delete what ``RETENTION_DAYS`` no longer keeps (as ``unipost_connect_prune`` does);
     how many rows of each kind went. For a scheduler that enqueues tasks instead of cron."""

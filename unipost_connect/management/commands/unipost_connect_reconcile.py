@@ -85,6 +85,9 @@ class Command(BaseCommand):
                 raise CommandError("--enqueue and --dry-run do not go together.")
             enqueued = sum(1 for _ in reconcile.enqueue_pending(cutoff, batch_size=batch_size, limit=limit))
             self.stdout.write(self.style.SUCCESS(f"Enqueued {enqueued} sessions to reconcile."))
+            if options["sync_accounts"]:
+                owners = sum(1 for _ in reconcile.enqueue_account_syncs())
+                self.stdout.write(self.style.SUCCESS(f"Enqueued account syncs for {owners} users."))
             return
         results = reconcile.reconcile_pending(
             cutoff,
@@ -146,11 +149,11 @@ class Command(BaseCommand):
                     )
                 stopped_early = synced.stop
         except KeyboardInterrupt:
-            self.stdout.write(f"Accounts: {changed} status changes, {errors} errors.")
+            self.stdout.write(f"Accounts: {changed} updated (status or name), {errors} errors.")
             raise CommandError(
                 "Interrupted; the remaining accounts wait for the next run.", returncode=EXIT_INTERRUPTED
             ) from None
-        self.stdout.write(f"Accounts: {changed} status changes, {errors} errors.")
+        self.stdout.write(f"Accounts: {changed} updated (status or name), {errors} errors.")
         if stopped_early:
             raise CommandError(f"{stopped_early}.", returncode=EXIT_STOPPED)
 
