@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import django
 import pytest
 from django.core.management import call_command
 
@@ -36,7 +37,7 @@ def _clean_env() -> dict[str, str]:
 def test_every_block_is_known() -> None:
     """A new block must get a test here: fail loudly when the README grows one."""
     kinds = [lang for _, lang, _ in BLOCK.findall(README)]
-    assert kinds.count("python") == 4
+    assert kinds.count("python") == 6
     assert kinds.count("django") == 1
     assert kinds.count("sh") == 3  # demo, test, reconcile
 
@@ -161,22 +162,47 @@ def test_a_fresh_startproject_site_following_the_quickstart(tmp_path: Path) -> N
     assert "FLOW OK" in out
 
 
-def test_the_scaling_settings_name_apps_and_a_backend_that_import() -> None:
-    import importlib
+BUILD_THE_BACKEND = """
+import django
+from django.core import checks
 
-    from django.utils.module_loading import import_string
+django.setup()
+errors = [m for m in checks.run_checks() if m.level >= checks.ERROR]
+assert not errors, errors
+from unipost_connect import tasks
 
-    (block,) = (b for b in blocks("python") if "TASKS = " in b)
-    namespace: dict[str, object] = {"INSTALLED_APPS": []}
-    exec(block, namespace)
-    installed = namespace["INSTALLED_APPS"]
-    assert isinstance(installed, list) and installed
-    for app in installed:
-        importlib.import_module(app)
-    backends = namespace["TASKS"]
-    assert isinstance(backends, dict)
-    for backend in backends.values():
-        import_string(backend["BACKEND"])
+backend = tasks.backend()
+for job in (tasks.process_webhook_event, tasks.reconcile_session, tasks.sync_account_statuses, tasks.prune):
+    backend.validate_task(job.using(queue_name="default"))
+assert not tasks.runs_inline()
+print("BACKEND", type(backend).__module__, type(backend).__name__)
+"""
+
+
+@pytest.mark.parametrize("engine", ["django-tasks-db", "RQ", "Celery"])
+def test_each_scaling_block_builds_its_backend_and_takes_the_apps_tasks(engine: str, tmp_path: Path) -> None:
+    """The block, pasted into a site's settings, passes ``check`` and gives a worker
+    backend that accepts every task the app enqueues (no broker is contacted)."""
+    (block,) = (b for b in blocks("python") if b.startswith(f"# {engine}\n"))
+    settings = "import django\nfrom tests.settings import *  # noqa\n" + block
+    if engine == "django-tasks-db" and django.VERSION >= (6, 0):
+        settings += "INSTALLED_APPS.remove('django_tasks')\n"  # the framework is Django's own
+    (tmp_path / "scaled_settings.py").write_text(settings)
+    env = _clean_env()
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO}"
+    env["DJANGO_SETTINGS_MODULE"] = "scaled_settings"
+    result = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", BUILD_THE_BACKEND],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    backend = block.split('"BACKEND": "')[1].split('"')[0]
+    module, name = backend.rsplit(".", 1)
+    assert f"BACKEND {module}" in result.stdout and result.stdout.strip().endswith(name)
 
 
 def test_settings_documented_match_the_defaults() -> None:
