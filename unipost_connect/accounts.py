@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import bounds, signals
@@ -17,9 +18,19 @@ from .db import change_once, insert_unless_conflict
 from .errors import NotFoundError
 from .models import ConnectedAccount
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import _AnyUser
+
 logger = logging.getLogger("unipost_connect")
 
 ACCOUNT_CONFLICT = "ACCOUNT_CONFLICT"
+
+
+def user_accounts(user: _AnyUser) -> QuerySet[ConnectedAccount]:
+    """The accounts ``user`` connected, whatever their status: by platform, newest first."""
+    if user.pk is None:  # an anonymous (or unsaved) user has none
+        return ConnectedAccount.objects.none()
+    return ConnectedAccount.objects.filter(user_id=user.pk).order_by("platform", "-connected_at")
 
 
 def conflict_fields(account: ConnectedAccount, user_id: Any) -> dict[str, str]:

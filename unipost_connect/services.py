@@ -14,6 +14,7 @@ from .accounts import (
     mark_reconnect_required,
     sync_account_statuses,
     upsert_account,
+    user_accounts,
 )
 from .errors import UniPostError
 from .sessions import (
@@ -68,6 +69,7 @@ __all__ = [
     "store_webhook_payload",
     "sync_account_statuses",
     "upsert_account",
+    "user_accounts",
     "user_sessions",
     "webhook_event_key",
 ]

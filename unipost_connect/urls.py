@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import api, views
 
 app_name = "unipost_connect"
 
@@ -12,4 +12,9 @@ urlpatterns = [
     path("webhook/", views.webhook, name="webhook"),
     path("connections/", views.connections, name="connections"),
     path("accounts/<int:account_id>/disconnect/", views.disconnect, name="disconnect"),
+    path("api/sessions/", api.sessions, name="api-sessions"),
+    path("api/sessions/<uuid:session_id>/", api.session, name="api-session"),
+    path("api/accounts/", api.accounts, name="api-accounts"),
+    path("api/accounts/<int:account_id>/", api.account, name="api-account"),
+    path("api/schema/", api.schema, name="api-schema"),
 ]

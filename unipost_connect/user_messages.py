@@ -19,6 +19,7 @@ from .errors import (
     NotFoundError,
     PlanLimitError,
     RateLimitedError,
+    ServerError,
     UniPostConnectionError,
     UniPostError,
     UniPostResponseError,
@@ -70,11 +71,25 @@ def message_for_error(error: UniPostError, *, platform: str = "") -> str:
         return _("The connection service is misconfigured on this site. Please contact the site's support.")
     if isinstance(error, NotFoundError):
         return _("This connection attempt is no longer known. Please start again.")
-    if isinstance(error, (UniPostConnectionError, UniPostResponseError)) or (
+    # A ServerError rebuilt from a row's record (error_from_record) has lost its status.
+    if isinstance(error, (UniPostConnectionError, UniPostResponseError, ServerError)) or (
         error.status is not None and error.status >= 500
     ):
         return _("The connection service is not available right now. Please try again in a few minutes.")
     return _("Something went wrong while connecting your account. Please try again.")
+
+
+def message_for_unknown_platform() -> str:
+    """What to tell the user asking to connect a platform this site does not offer."""
+    return _("That platform cannot be connected here.")
+
+
+def message_for_start_in_progress(platform: str) -> str:
+    """What to tell the user whose start is still being made by another request."""
+    return _(
+        "Your %(platform)s connection is already being started in another tab or window. "
+        "Please wait a moment and try again."
+    ) % {"platform": platform_label(platform)}
 
 
 def message_for_disconnect_error(error: UniPostError, *, platform: str = "") -> str:

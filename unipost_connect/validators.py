@@ -1,11 +1,17 @@
 """Checks of values that come from outside (settings, UniPost, the browser), with no
-knowledge of models: an http(s) URL safe for a ``Location`` header, an RFC 3339 time."""
+knowledge of models: an http(s) URL safe for a ``Location`` header, a safe place on this
+site to send the user on to, an RFC 3339 time."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from django.utils.http import url_has_allowed_host_and_scheme
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 
 def parse_datetime(value: Any) -> datetime | None:
@@ -35,3 +41,16 @@ def is_http_url(value: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(host)
+
+
+def safe_next(request: HttpRequest, candidate: str | None) -> str:
+    """``candidate`` if it is a safe place on this site to send the user, else ``""``."""
+    if (
+        candidate
+        and "\x00" not in candidate
+        and url_has_allowed_host_and_scheme(
+            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+    ):
+        return candidate
+    return ""
