@@ -654,6 +654,7 @@ def test_disconnect_answers_204_and_marks_the_account(api: Api, fake: FakeUniPos
     answer = api.disconnect(account.pk)
     assert answer.status_code == 204
     assert answer.content == b""
+    assert "Content-Type" not in answer
     account.refresh_from_db()
     assert account.status == ConnectedAccount.Status.DISCONNECTED
     assert fake.accounts[account.managed_account_id].status == "disconnected"

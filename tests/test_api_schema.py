@@ -161,6 +161,23 @@ def test_every_error_answer_lists_its_codes() -> None:
         assert "enum" in code or "pattern" in code, name
 
 
+def test_every_code_the_views_answer_is_documented_under_its_status() -> None:
+    import re
+    from pathlib import Path
+
+    import unipost_connect.api
+
+    source = Path(unipost_connect.api.__file__).read_text()
+    answered = set(re.findall(r"ApiError\(\s*(\d{3}),\s*\"([a-z_]+)\"", source))
+    answered |= {(400, code) for code in re.findall(r"_invalid\((?:code: str = )?\"([a-z_]+)\"", source)}
+    answered = {(int(status), code) for status, code in answered}
+    documented = {(status, code) for status, codes in openapi.ERROR_CODES.items() for code in codes}
+    assert answered == documented
+    # And the passed-on codes' fallbacks fit the pattern the document gives them.
+    for fallback in ("plan_limit", "validation_error"):
+        assert re.fullmatch(openapi.PASSED_ON_CODE["pattern"], fallback)
+
+
 def answers(api: Api, fake: FakeUniPost, account: ConnectedAccount) -> dict[str, Any]:
     """A real answer of each endpoint, and a real error."""
     started = api.start()

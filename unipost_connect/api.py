@@ -472,7 +472,9 @@ def account(request: _AuthenticatedRequest, account_id: int) -> HttpResponse:
         services.disconnect_account(found)
     except UniPostError as exc:
         raise unipost_failure(exc, message_for_disconnect_error(exc, platform=found.platform)) from None
-    return HttpResponse(status=204)
+    response = HttpResponse(status=204)
+    del response["Content-Type"]  # no content, so no type of it
+    return response
 
 
 @endpoint("GET")
