@@ -30,7 +30,7 @@ from tests.api_client import (
 )
 from tests.faults import HOSTED, approved, remote_session
 from unipost_connect import api as api_module
-from unipost_connect import openapi
+from unipost_connect import openapi, services
 from unipost_connect import start as start_module
 from unipost_connect.models import ConnectedAccount, ConnectSession
 from unipost_connect.testing import FakeUniPost
@@ -637,6 +637,13 @@ def test_accounts_lists_the_users_accounts_as_the_connections_page_does(
         "connected_at": iso(gone.connected_at),
     }
     assert listed[1]["status"] == "reconnect_required"
+
+
+def test_an_anonymous_user_has_no_accounts(user: Any) -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    make_account(user)
+    assert list(services.user_accounts(AnonymousUser())) == []
 
 
 # -- api-account: disconnect ------------------------------------------------------------------------
