@@ -212,6 +212,19 @@ def test_reads_need_no_token_and_give_the_cookie(csrf_client: Client) -> None:
     answer = Api(csrf_client).accounts()
     assert answer.status_code == 200
     assert settings.CSRF_COOKIE_NAME in answer.cookies
+    # Once there, it is not sent again with every poll.
+    assert settings.CSRF_COOKIE_NAME not in Api(csrf_client).accounts().cookies
+
+
+@override_settings(CSRF_USE_SESSIONS=True)
+def test_a_token_kept_in_the_session_works_too(csrf_client: Client, fake: FakeUniPost) -> None:
+    from django.middleware.csrf import CSRF_SESSION_KEY
+
+    assert Api(csrf_client, "x" * 32).start().status_code == 403
+    csrf_client.get(url(ACCOUNTS))  # the token is made and kept in the session, not a cookie
+    assert settings.CSRF_COOKIE_NAME not in csrf_client.cookies
+    token = csrf_client.session[CSRF_SESSION_KEY]
+    assert Api(csrf_client, token).start().status_code == 201
 
 
 @pytest.mark.parametrize("name", list(ENDPOINTS))
