@@ -20,9 +20,10 @@ from django.urls import reverse
 from unipost_connect.models import ConnectedAccount, ConnectSession
 from unipost_connect.platforms import ALL_PLATFORMS
 
-# A new session: the reuse look-up, the insert, the look-up again that closes the race
-# with a concurrent click (see unipost_connect.start._claim_start), and UniPost's answer.
-START_BUDGET = 6
+# A new session: the insert that claims the target, the look-up for a session to reuse
+# (after the insert, see unipost_connect.start._claim_start) and UniPost's answer. A
+# reuse: the same insert and look-up, then the DELETE of the row it did not need.
+START_BUDGET = 5
 RETURN_BUDGET = 6
 CONNECTIONS_BUDGET = 4
 

@@ -82,6 +82,21 @@ def insert_unless_conflict(instance: models.Model) -> bool:
     return True
 
 
+def delete_row(instance: models.Model) -> None:
+    """Delete ``instance``'s row with one statement, in autocommit: no collector, no
+    transaction of its own, no model signals. For a row nothing else refers to."""
+    model = type(instance)
+    connection = connections[router.db_for_write(model)]
+    meta = model._meta
+    assert meta.pk is not None  # every concrete model has one
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {quote(meta.db_table)} WHERE {quote(_column(meta.pk))} = %s",
+            [meta.pk.get_db_prep_value(instance.pk, connection)],
+        )
+
+
 def mirror(instance: models.Model, fields: Mapping[str, Any]) -> None:
     """Set on ``instance`` what a conditional UPDATE just wrote to its row, so the caller
     sees the change without reading the row again."""

@@ -22,7 +22,7 @@ from . import client as client_module
 from .client import RemoteSession, UniPostClient, get_client
 from .conf import app_settings
 from .contract import EXTERNAL_USER_ID_MAX_BYTES, SESSION_LIFETIME
-from .db import insert_unless_constrained, mirror
+from .db import delete_row, insert_unless_constrained, mirror
 from .errors import (
     UniPostConnectionError,
     UniPostError,
@@ -214,18 +214,19 @@ def _claim_start(target: _Target, client: UniPostClient, new: ConnectSession) ->
     """
     deadline = time.monotonic() + START_WAIT
     while True:
+        if insert_unless_constrained(new):
+            # This request holds the target, so the look-up for a session to reuse comes
+            # after the insert: any answer another request wrote before it is visible now
+            # (the insert could only pass once it was), and none can be written after.
+            # A new session, the common case, costs one look-up; a reuse an extra DELETE.
+            reusable = _reusable_session(target)
+            if reusable is not None and _still_pending(reusable, client):
+                delete_row(new)  # nothing refers to it yet: no reverse keys, never signalled
+                return reusable
+            return new
         reusable = _reusable_session(target)
         if reusable is not None and _still_pending(reusable, client):
             return reusable
-        if insert_unless_constrained(new):
-            # Looked up again now that this request holds the target: a session whose
-            # answer another request wrote between the look-up above and the insert is
-            # certainly visible now (the insert could only pass once it was written).
-            raced = _reusable_session(target)
-            if raced is None:
-                return new
-            ConnectSession.objects.filter(pk=new.pk).delete()
-            return raced
         starting = target.sessions().filter(unipost_session_id=None).first()
         if starting is not None and starting.created_at < timezone.now() - _stale_start(client):
             _abandon(starting)

@@ -4,6 +4,7 @@ site to send the user on to, an RFC 3339 time."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -29,11 +30,15 @@ def parse_datetime(value: Any) -> datetime | None:
         return None
 
 
+# Whitespace (Unicode's, as str.isspace), C0 controls and DEL.
+_UNSAFE_IN_URL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def is_http_url(value: str) -> bool:
     """An absolute http(s) URL with a host, safe to put in a ``Location`` header."""
     # urlsplit silently drops tabs and newlines, so check the raw text: a control
     # character would make Django refuse the redirect header (a 500) or split it.
-    if not value or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if not value or _UNSAFE_IN_URL.search(value):
         return False
     try:
         parts = urlsplit(value)
