@@ -19,8 +19,8 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import get_object_or_404, render, resolve_url
+from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.log import log_response
 from django.utils.translation import gettext as _
 from django.views import View
@@ -34,7 +34,7 @@ from .models import ConnectedAccount, ConnectSession
 from .platforms import label as platform_label
 from .templatetags.unipost_connect import CONNECTED_ACCOUNTS_CONTEXT_KEY
 from .user_messages import message_for_disconnect_error, message_for_error, message_for_outcome
-from .validators import is_http_url
+from .validators import is_http_url, safe_next
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User
@@ -51,22 +51,31 @@ if TYPE_CHECKING:
 logger = logging.getLogger("unipost_connect")
 
 
-def safe_next(request: HttpRequest, candidate: str | None) -> str:
-    """``candidate`` if it is a safe place on this site to send the user, else ``""``."""
-    if (
-        candidate
-        and "\x00" not in candidate
-        and url_has_allowed_host_and_scheme(
-            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-        )
-    ):
-        return candidate
-    return ""
-
-
 def _done(request: HttpRequest, next_url: str = "") -> HttpResponseRedirect:
     """Send the user on: to ``next_url`` when it is safe, else to ``REDIRECT_URL``."""
     return HttpResponseRedirect(safe_next(request, next_url) or resolve_url(app_settings.REDIRECT_URL))
+
+
+def _popup_done(request: HttpRequest, session: ConnectSession) -> HttpResponse:
+    """The popup's last page: it tells the window that opened it (or, when COOP cut it off,
+    any page of this origin listening) which session came back, then closes itself; with no
+    one listening it goes on to where ``_done`` would have sent it.
+
+    No secret is in it (never the hosted url or its state) and it is never cached.
+    """
+    response = render(
+        request,
+        "unipost_connect/popup_return.html",
+        {
+            "session_id": str(session.pk),
+            "status": session.status,
+            "origin": f"{request.scheme}://{request.get_host()}",
+            "next": safe_next(request, session.next_url) or resolve_url(app_settings.REDIRECT_URL),
+            "platform": platform_label(session.platform),
+        },
+    )
+    add_never_cache_headers(response)
+    return response
 
 
 def _tell(request: HttpRequest, level: int, text: str) -> None:
@@ -82,19 +91,27 @@ def _login_then(next_url: str) -> HttpResponseRedirect:
     return redirect_to_login(next_url or resolve_url(app_settings.REDIRECT_URL))
 
 
+# What the ``popup`` form field may say for "yes".
+POPUP_VALUES = frozenset({"1", "true", "on", "yes"})
+
+
 # Each statement commits on its own, even under ATOMIC_REQUESTS: the row must be visible
 # to a concurrent click (which then waits for it) before UniPost is called.
 @transaction.non_atomic_requests
 @require_POST
 @csrf_protect
 def start(request: HttpRequest) -> HttpResponse:
-    """POST ``platform`` (and optional ``next``): start a connect session, 302 to UniPost."""
+    """POST ``platform`` (and optional ``next``, and ``popup=1`` when the hosted page opens in
+    a popup window): start a connect session, 302 to UniPost."""
     next_url = safe_next(request, request.POST.get("next"))
     if not request.user.is_authenticated:
         return _login_then(next_url)
     platform = request.POST.get("platform", "")
+    popup = request.POST.get("popup", "") in POPUP_VALUES
     try:
-        session = services.start_session(request.user, platform, request=request, next_url=next_url)
+        session = services.start_session(
+            request.user, platform, request=request, next_url=next_url, popup=popup
+        )
     except services.UnknownPlatformError:
         _tell(request, messages.ERROR, _("That platform cannot be connected here."))
         return _done(request, next_url)
@@ -130,9 +147,11 @@ def return_(request: _AuthenticatedRequest, session_id: uuid.UUID) -> HttpRespon
         session = services.reconcile_session(session, hint=hint)
     except UniPostError as exc:
         _tell(request, messages.ERROR, message_for_error(exc, platform=session.platform))
-        return _done(request, session.next_url)
-    level, text = message_for_outcome(session)
-    _tell(request, level, text)
+    else:
+        level, text = message_for_outcome(session)
+        _tell(request, level, text)
+    if session.popup:
+        return _popup_done(request, session)
     return _done(request, session.next_url)
 
 

@@ -1,7 +1,10 @@
-"""``{% unipost_connect_button "linkedin" %}`` and ``{% unipost_disconnect_button account %}``.
+"""``{% unipost_connect_button "linkedin" %}``, ``{% unipost_disconnect_button account %}``
+and ``{% unipost_connect_script %}``.
 
-Both render small POST forms (with the CSRF token) from overridable templates under
-``unipost_connect/includes/``. Neither needs JavaScript.
+The buttons render small POST forms (with the CSRF token) from overridable templates under
+``unipost_connect/includes/``; neither needs JavaScript. ``popup=True`` marks a connect
+button for ``connect.js`` (loaded by ``{% unipost_connect_script %}``), which then opens
+UniPost's page in a popup instead; without the script it stays a plain form post.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django import template
+from django.urls import reverse
 
 from ..models import ConnectedAccount
 from ..platforms import label
@@ -21,6 +25,11 @@ register = template.Library()
 # reads it instead of querying once per platform. Without it (the tag used alone) the
 # button makes one query.
 CONNECTED_ACCOUNTS_CONTEXT_KEY = "unipost_connected_accounts"
+
+# How connect.js finds an object's URL: the reversed URL with this in place of the id.
+ID_PLACEHOLDER = "{id}"
+_SAMPLE_SESSION_ID = "00000000-0000-0000-0000-000000000000"
+_SAMPLE_ACCOUNT_ID = 987654321
 
 
 def _next_for(request: Any, next: str | None) -> str:
@@ -48,13 +57,15 @@ def _connected_account(context: template.Context, request: Any, platform: str) -
 
 @register.inclusion_tag("unipost_connect/includes/connect_button.html", takes_context=True)
 def unipost_connect_button(
-    context: template.Context, platform: str, next: str | None = None
+    context: template.Context, platform: str, next: str | None = None, popup: bool = False
 ) -> dict[str, Any]:
     """A POST form (with the CSRF token) that starts a connect session for ``platform``.
 
     It reads "Reconnect" when the user already has an account on that platform that is
     not disconnected (active, or waiting to be reconnected).
     ``next`` (default: the current page) is where the user lands after the flow.
+    ``popup``: with ``{% unipost_connect_script %}`` on the page, the form opens UniPost's
+    page in a popup and then goes to ``next``; without it, it is the same plain form post.
     """
     request = context.get("request")
     account = _connected_account(context, request, platform)
@@ -66,6 +77,7 @@ def unipost_connect_button(
         "account": account,
         "reconnect": account is not None,
         "next": _next_for(request, next),
+        "popup": bool(popup),
     }
 
 
@@ -81,4 +93,23 @@ def unipost_disconnect_button(
         "account": account,
         "label": label(account.platform),
         "next": _next_for(request, next),
+    }
+
+
+def _url_template(name: str, kwarg: str, sample: object) -> str:
+    """The URL named ``name`` with ``{id}`` where its ``kwarg`` goes, for the script."""
+    return reverse(name, kwargs={kwarg: sample}).replace(str(sample), ID_PLACEHOLDER)
+
+
+@register.inclusion_tag("unipost_connect/includes/connect_script.html", takes_context=True)
+def unipost_connect_script(context: template.Context) -> dict[str, Any]:
+    """The ``<script type="module">`` of ``connect.js``, with the JSON API's URLs and the
+    CSRF token in data attributes (the script reads the CSRF cookie first, when it can)."""
+    token = context.get("csrf_token")
+    return {
+        "csrf_token": "" if token is None or str(token) == "NOTPROVIDED" else str(token),
+        "sessions_url": reverse("unipost_connect:api-sessions"),
+        "session_url": _url_template("unipost_connect:api-session", "session_id", _SAMPLE_SESSION_ID),
+        "accounts_url": reverse("unipost_connect:api-accounts"),
+        "account_url": _url_template("unipost_connect:api-account", "account_id", _SAMPLE_ACCOUNT_ID),
     }
