@@ -33,6 +33,7 @@ SIGNALS = (
     "account_connected",
     "account_disconnected",
     "account_needs_reconnect",
+    "account_reconnected",
 )
 
 
@@ -53,7 +54,7 @@ class SignalLog:
 
 @contextmanager
 def record_signals() -> Iterator[SignalLog]:
-    """Record the app's four signals for the ``with`` block (safe across threads)."""
+    """Record the app's signals for the ``with`` block (safe across threads)."""
     log = SignalLog()
     receivers = []
     for name in SIGNALS:

@@ -71,6 +71,7 @@ def make_account(user: Any, platform: str = "linkedin", n: int = 1, **kw: Any) -
         user=user,
         platform=platform,
         managed_account_id=f"sa_{platform}_{user.pk}_{n}",
+        external_user_id=kw.pop("external_user_id", str(user.pk)),
         account_name=kw.pop("account_name", f"{platform} account {n}"),
         **kw,
     )

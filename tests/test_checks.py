@@ -268,6 +268,26 @@ def test_w004_not_for_read_committed(level, monkeypatch):
 # -- the set of checks --------------------------------------------------------------
 
 
+# E014: who may manage an account
+
+
+@pytest.mark.parametrize("value", ["no.such.module.func", "unipost_connect.conf.DEFAULTS", 0])
+def test_e014_can_manage_account(value):
+    assert ids(CAN_MANAGE_ACCOUNT=value) == ["unipost_connect.E014"]
+
+
+@pytest.mark.parametrize(
+    "value", ["unipost_connect.conf.default_can_manage_account", lambda user, account: True]
+)
+def test_e014_good_can_manage_account(value):
+    assert ids(CAN_MANAGE_ACCOUNT=value) == []
+
+
+def test_e010_a_profile_id_function_is_read_and_a_dotted_path_that_does_not_import_is_refused():
+    assert ids(PROFILE_ID=lambda user, request: "pr_tenant") == []
+    assert ids(PROFILE_ID="tests.helpers.no_such_function") == ["unipost_connect.E010"]
+
+
 def _declared_ids() -> list[str]:
     source = Path(checks.__file__).read_text()
     return re.findall(r'id="(unipost_connect\.[EW]\d{3})"', source)
@@ -276,7 +296,7 @@ def _declared_ids() -> list[str]:
 def test_ids_are_unique_per_problem_and_all_tested():
     declared = _declared_ids()
     assert sorted(set(declared)) == [
-        *(f"unipost_connect.E{n:03d}" for n in range(1, 14)),
+        *(f"unipost_connect.E{n:03d}" for n in range(1, 15)),
         *(f"unipost_connect.W{n:03d}" for n in range(1, 6)),
     ]
     # E008 (not importable / not callable) is one problem; conf raises both, so it may be

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import django
 import pytest
@@ -37,7 +38,7 @@ def _clean_env() -> dict[str, str]:
 def test_every_block_is_known() -> None:
     """A new block must get a test here: fail loudly when the README grows one."""
     kinds = [lang for _, lang, _ in BLOCK.findall(README)]
-    assert kinds.count("python") == 6
+    assert kinds.count("python") == 7
     assert kinds.count("django") == 1
     assert kinds.count("sh") == 3  # demo, test, reconcile
 
@@ -142,7 +143,8 @@ def test_a_fresh_startproject_site_following_the_quickstart(tmp_path: Path) -> N
         return result.stdout + result.stderr
 
     run(sys.executable, "-m", "django", "startproject", "mysite", str(tmp_path), cwd=tmp_path)
-    settings_block, url_block = (b for b in blocks("python") if "def test_" not in b and "TASKS" not in b)
+    quickstart = [b for b in blocks("python") if "def " not in b and "TASKS" not in b]
+    settings_block, url_block = quickstart
     with open(tmp_path / "mysite" / "settings.py", "a") as settings:
         settings.write("\n# From the README's quickstart:\n" + settings_block)
     urls = (tmp_path / "mysite" / "urls.py").read_text()
@@ -203,6 +205,31 @@ def test_each_scaling_block_builds_its_backend_and_takes_the_apps_tasks(engine: 
     backend = block.split('"BACKEND": "')[1].split('"')[0]
     module, name = backend.rsplit(".", 1)
     assert f"BACKEND {module}" in result.stdout and result.stdout.strip().endswith(name)
+
+
+def test_the_team_functions_are_what_the_settings_read(settings) -> None:
+    from types import SimpleNamespace
+
+    from unipost_connect.conf import app_settings
+
+    (block,) = (b for b in blocks("python") if b.startswith("# myapp/unipost.py"))
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)
+    team = SimpleNamespace(unipost_profile_id="pr_team7")
+    admin = SimpleNamespace(membership=SimpleNamespace(team_id=7, is_admin=True, team=team))
+    member = SimpleNamespace(membership=SimpleNamespace(team_id=7, is_admin=False, team=team))
+    settings.UNIPOST_CONNECT = {
+        **settings.UNIPOST_CONNECT,
+        "EXTERNAL_USER_ID": namespace["team_key"],
+        "PROFILE_ID": namespace["team_profile"],
+        "CAN_MANAGE_ACCOUNT": namespace["team_admins_only"],
+    }
+    assert app_settings.owner_key(admin) == app_settings.owner_key(member) == "team-7"
+    assert app_settings.profile_id_for(member, None) == "pr_team7"
+    account = SimpleNamespace(external_user_id="team-7")
+    assert app_settings.CAN_MANAGE_ACCOUNT(admin, account) is True
+    assert app_settings.CAN_MANAGE_ACCOUNT(member, account) is False
+    assert app_settings.CAN_MANAGE_ACCOUNT(admin, SimpleNamespace(external_user_id="team-8")) is False
 
 
 def test_settings_documented_match_the_defaults() -> None:

@@ -31,7 +31,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
 from . import openapi, services
-from .accounts import ACCOUNT_CONFLICT
+from .accounts import ACCOUNT_CONFLICT, owned_by
 from .errors import (
     AuthenticationError,
     EndpointNotFoundError,
@@ -49,6 +49,7 @@ from .user_messages import (
     REASON_MESSAGES,
     message_for_disconnect_error,
     message_for_error,
+    message_for_not_allowed_to_manage,
     message_for_outcome,
     message_for_start_in_progress,
     message_for_unknown_platform,
@@ -382,9 +383,11 @@ def session_json(session: ConnectSession) -> dict[str, Any]:
     conflict = session.error_code == ACCOUNT_CONFLICT
     got = None
     if session.status == ConnectSession.Status.COMPLETED and session.managed_account_id and not conflict:
-        got = ConnectedAccount.objects.filter(
-            managed_account_id=session.managed_account_id, user_id=session.user_id
-        ).first()
+        got = ConnectedAccount.objects.filter(managed_account_id=session.managed_account_id).first()
+        if got is not None and not owned_by(
+            got, external_user_id=session.external_user_id, user_id=session.user_id
+        ):
+            got = None
     return {
         "id": session.pk,
         "platform": session.platform,
@@ -464,10 +467,14 @@ def accounts(request: _AuthenticatedRequest) -> HttpResponse:
 
 @endpoint("DELETE")
 def account(request: _AuthenticatedRequest, account_id: int) -> HttpResponse:
-    """DELETE: disconnect one of the user's accounts at UniPost, then mark it locally; 204."""
-    found = ConnectedAccount.objects.filter(pk=account_id, user_id=request.user.pk).first()
+    """DELETE: disconnect one of the owner's accounts at UniPost, then mark it locally; 204.
+    Another owner's account is not found (404); one ``CAN_MANAGE_ACCOUNT`` keeps from
+    this user is refused (403 ``forbidden``)."""
+    found = services.user_accounts(request.user).filter(pk=account_id).first()
     if found is None:
         raise _not_found()
+    if not services.can_manage(request.user, found):
+        raise ApiError(403, "forbidden", message_for_not_allowed_to_manage(found.platform))
     try:
         services.disconnect_account(found)
     except UniPostError as exc:

@@ -34,6 +34,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     messages += _check_webhook_secret()
     messages += _read("RETURN_BASE_URL", id="unipost_connect.E007")
     messages += _read("EXTERNAL_USER_ID", id="unipost_connect.E008")
+    messages += _read("CAN_MANAGE_ACCOUNT", id="unipost_connect.E014")
     # RETENTION_DAYS is a number too, kept out of NUMBERS because None is one of its values.
     for name in (*NUMBERS, "RETENTION_DAYS"):
         messages += _read(name, id="unipost_connect.E009")
@@ -167,7 +168,8 @@ def _check_profile_id() -> list[CheckMessage]:
     # Sent to UniPost and stored on every session: it must fit the column (UniPost's own
     # profile ids are UUIDs). Not refused by conf: starting a session refuses it, with
     # its own error code, and the check says so beforehand.
-    if profile_id is not None and not bounds.fits(profile_id, ConnectSession, "profile_id"):
+    # A callable's answers are checked as each session starts (INVALID_PROFILE_ID).
+    if isinstance(profile_id, str) and not bounds.fits(profile_id, ConnectSession, "profile_id"):
         limit = bounds.max_length(ConnectSession, "profile_id")
         return [
             Error(

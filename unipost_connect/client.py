@@ -225,8 +225,16 @@ class UniPostClient:
             answer.body, request_id=answer.request_id, require_url=False, http_status=answer.status
         )
 
-    def list_accounts(self, *, external_user_id: str | None = None) -> list[RemoteAccount]:
-        params = {"external_user_id": external_user_id} if external_user_id else None
+    def list_accounts(
+        self,
+        *,
+        external_user_id: str | None = None,
+        platform: str | None = None,
+        profile_id: str | None = None,
+    ) -> list[RemoteAccount]:
+        """``GET /v1/accounts`` with UniPost's filters (each optional; no status filter)."""
+        filters = {"external_user_id": external_user_id, "platform": platform, "profile_id": profile_id}
+        params = {name: value for name, value in filters.items() if value} or None
         answer = self._request("GET", "/v1/accounts", params=params)
         return parse_accounts(answer.body, request_id=answer.request_id, http_status=answer.status)
 

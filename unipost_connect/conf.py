@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     # does not pass the public host through (e.g. "https://www.example.com").
     "RETURN_BASE_URL": None,
     "EXTERNAL_USER_ID": "unipost_connect.conf.default_external_user_id",
+    # Who may disconnect or reconnect an account they can see: f(user, account) -> bool.
+    "CAN_MANAGE_ACCOUNT": "unipost_connect.conf.default_can_manage_account",
     "SEND_USER_EMAIL": False,
     "REDIRECT_URL": "/",
     "CONNECT_TIMEOUT": 3.05,
@@ -87,6 +89,11 @@ class UnknownPlatformError(SettingError):
 def default_external_user_id(user: Any) -> str:
     """The stable id UniPost knows a local user by: the primary key."""
     return str(user.pk)
+
+
+def default_can_manage_account(user: Any, account: Any) -> bool:
+    """Anyone of the account's owner (the same ``EXTERNAL_USER_ID``) may manage it."""
+    return bool(account.external_user_id) and account.external_user_id == app_settings.owner_key(user)
 
 
 def _show(value: Any) -> str:
@@ -270,16 +277,37 @@ class ConnectSettings:
         return [e.strip() for e in entries if e.strip()]
 
     @property
-    def PROFILE_ID(self) -> str | None:
-        """The profile id; empty means none."""
+    def PROFILE_ID(self) -> str | Callable[[Any, Any], str | None] | None:
+        """The profile id, or the callable ``f(user, request)`` that chooses one; empty
+        means none. A string with a dot is a dotted path (UniPost's ids are UUIDs)."""
         value = self.get("PROFILE_ID")
+        if callable(value) or (isinstance(value, str) and "." in value):
+            chooser: Callable[[Any, Any], str | None] = self._callable(
+                "PROFILE_ID", "Give a function f(user, request) returning a profile id or None."
+            )
+            return chooser
         if value is not None and not isinstance(value, str):
             raise SettingError(
                 "PROFILE_ID",
-                f"must be a string or None, not {type(value).__name__}",
-                "Copy the profile id from UniPost's dashboard (a UUID), as a string.",
+                f"must be a string, a callable, a dotted path to one, or None, not {type(value).__name__}",
+                "Copy the profile id from UniPost's dashboard (a UUID), as a string, or give "
+                "a function f(user, request) that picks one per tenant.",
             )
         return value or None
+
+    def profile_id_for(self, user: Any, request: Any = None) -> str | None:
+        """The profile ``user``'s sessions go to (``request`` is None outside a request)."""
+        value = self.PROFILE_ID
+        if not callable(value):
+            return value
+        chosen = value(user, request)
+        if chosen is not None and not isinstance(chosen, str):
+            raise SettingError(
+                "PROFILE_ID",
+                f"returned {type(chosen).__name__}, not a string or None",
+                "Make the function return the tenant's profile id (a string) or None.",
+            )
+        return (chosen.strip() or None) if chosen else None
 
     @property
     def PLATFORMS(self) -> tuple[str, ...]:
@@ -329,25 +357,35 @@ class ConnectSettings:
 
     @property
     def EXTERNAL_USER_ID(self) -> Callable[[Any], str]:
-        value = self.get("EXTERNAL_USER_ID")
+        func: Callable[[Any], str] = self._callable(
+            "EXTERNAL_USER_ID", "Give a function taking a user and returning a stable string id."
+        )
+        return func
+
+    def owner_key(self, user: Any) -> str:
+        """The owner ``user`` acts for at UniPost (``EXTERNAL_USER_ID``): every local user
+        with the same key shares its accounts."""
+        return str(self.EXTERNAL_USER_ID(user)).strip()
+
+    @property
+    def CAN_MANAGE_ACCOUNT(self) -> Callable[[Any, Any], bool]:
+        func: Callable[[Any, Any], bool] = self._callable(
+            "CAN_MANAGE_ACCOUNT", "Give a function f(user, account) returning True or False."
+        )
+        return func
+
+    def _callable(self, name: str, hint: str) -> Any:
+        """The setting ``name`` as a callable: given as one, or as a dotted path to one."""
+        value = self.get(name)
         func = value
         if isinstance(value, str):
             try:
                 func = import_string(value)
             except ImportError as exc:
-                raise SettingError(
-                    "EXTERNAL_USER_ID",
-                    f"cannot be imported: {_show(value)} ({exc})",
-                    "Give a dotted path to a function taking a user and returning a string.",
-                ) from exc
+                raise SettingError(name, f"cannot be imported: {_show(value)} ({exc})", hint) from exc
         if not callable(func):
-            raise SettingError(
-                "EXTERNAL_USER_ID",
-                f"must be a callable or a dotted path to one, not {_show(value)}",
-                "Give a function taking a user and returning a stable string id.",
-            )
-        result: Callable[[Any], str] = func
-        return result
+            raise SettingError(name, f"must be a callable or a dotted path to one, not {_show(value)}", hint)
+        return func
 
     @property
     def REDIRECT_URL(self) -> str:

@@ -116,7 +116,11 @@ class ConnectedAccount(models.Model):
         verbose_name = _("connected account")
         verbose_name_plural = _("connected accounts")
         ordering = ("-connected_at",)
-        indexes = (models.Index(fields=["user", "platform", "status"], name="unipost_acc_user_plat_st"),)
+        indexes = (
+            models.Index(fields=["user", "platform", "status"], name="unipost_acc_user_plat_st"),
+            # An owner's accounts (a team's, shared by its members): pages, tags, the API.
+            models.Index(fields=["external_user_id", "platform"], name="unipost_acc_owner_plat"),
+        )
 
     def __str__(self) -> str:
         name = self.account_name or self.managed_account_id

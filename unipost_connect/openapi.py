@@ -29,7 +29,7 @@ _SOME_INT = 987654321
 ERROR_CODES: dict[int, tuple[str, ...]] = {
     400: ("invalid_request", "invalid_json", "unknown_platform"),
     401: ("not_authenticated",),
-    403: ("csrf_failed",),
+    403: ("csrf_failed", "forbidden"),
     404: ("not_found",),
     405: ("method_not_allowed",),
     409: ("start_in_progress",),
@@ -239,7 +239,8 @@ def _responses() -> dict[str, Schema]:
         "CsrfFailed": _error_answer(
             403,
             "``csrf_failed``: Django's CSRF check failed (send the ``csrftoken`` cookie's value in the "
-            "CSRF header; HTTPS requests also need a same-origin ``Origin`` or ``Referer``).",
+            "CSRF header; HTTPS requests also need a same-origin ``Origin`` or ``Referer``); "
+            "``forbidden``: the user may see the account but not manage it (``CAN_MANAGE_ACCOUNT``).",
         ),
         "NotFound": _error_answer(404, "``not_found``: not one of the user's, or no such id."),
         "StartInProgress": _error_answer(
@@ -378,7 +379,7 @@ def document() -> dict[str, Any]:
             _path_of("api-account", account_id=True): {
                 "delete": {
                     "operationId": "disconnectAccount",
-                    "summary": "Disconnect one of the user's accounts at UniPost, then here.",
+                    "summary": "Disconnect one of the owner's accounts at UniPost, then here.",
                     "security": WRITE_SECURITY,
                     "parameters": [account_id],
                     "responses": {

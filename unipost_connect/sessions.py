@@ -20,7 +20,7 @@ from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from . import bounds, signals
-from .accounts import conflict_fields, upsert_account
+from .accounts import conflict_fields, owned_by, upsert_account
 from .client import RemoteSession, UniPostClient, get_client
 from .contract import SESSION_LIFETIME
 from .db import change_once, mirror
@@ -228,11 +228,15 @@ def complete_session(
                 profile_id=profile_id or session.profile_id,
             )
             _announce_completion(session, account, fields)
-            if account.user_id == session.user_id and not account.account_name:
+            if _owns(session, account) and not account.account_name:
                 _name_later(account)
     if not won:
         session.refresh_from_db()  # show the caller what the winner recorded
     return bool(won)
+
+
+def _owns(session: ConnectSession, account: ConnectedAccount) -> bool:
+    return owned_by(account, external_user_id=session.external_user_id, user_id=session.user_id)
 
 
 def _name_later(account: ConnectedAccount) -> None:
@@ -247,9 +251,9 @@ def _name_later(account: ConnectedAccount) -> None:
 
 def _announce_completion(session: ConnectSession, account: ConnectedAccount, fields: dict[str, Any]) -> None:
     """Mirror the completion on ``session`` and tell receivers, after commit, what it gave."""
-    if account.user_id != session.user_id:
-        # UniPost's truth (completed) is kept, but the account is another local user's:
-        # this user got none, and staff see why.
+    if not _owns(session, account):
+        # UniPost's truth (completed) is kept, but the account is another owner's: this
+        # user got none, and staff see why.
         fields.update(conflict_fields(account, session.user_id))
         ConnectSession.objects.filter(pk=session.pk).update(
             error_code=fields["error_code"], error_message=fields["error_message"]

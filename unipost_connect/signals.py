@@ -27,8 +27,8 @@ connect_session_completed = Signal()
 connect_session_ended_without_account = Signal()
 
 # A managed account became active for a local user: new (created=True), or back from
-# disconnected / reconnect required (created=False). Not sent when an active account is
-# merely refreshed (say a new name).
+# disconnected (created=False). Not sent when an active account is merely refreshed (say
+# a new name), nor for a reconnect (account_reconnected).
 # kwargs: sender=ConnectedAccount, account: ConnectedAccount, created: bool
 account_connected = Signal()
 
@@ -39,7 +39,13 @@ account_disconnected = Signal()
 
 # UniPost could not refresh a managed account's token (reason ``refresh_failed``,
 # ``missing_refresh_token`` or ``decrypt_failed``). The account still exists at UniPost,
-# now ``reconnect_required``: a new connect session for the same user and platform
-# brings the same managed account back. Sent once per change to that status.
+# now ``reconnect_required``: a new connect session for the same owner and platform
+# brings the same managed account back. Sent once per change to that status; the reason
+# is "accounts_list" when the status sync saw it first.
 # kwargs: sender=ConnectedAccount, account: ConnectedAccount, reason: str
 account_needs_reconnect = Signal()
+
+# An account that needed a reconnect is active again: a reconnect session completed with
+# the same managed account (or UniPost's list says it is active again). Sent once.
+# kwargs: sender=ConnectedAccount, account: ConnectedAccount
+account_reconnected = Signal()

@@ -109,7 +109,7 @@ def start_session(
         raise UnknownPlatformError(f"{platform!r} is not an allowed platform.")
     # Before any row is written: a configuration error leaves nothing half-made.
     client = client or get_client()
-    wanted = _Wanted.of(user, platform)
+    wanted = _Wanted.of(user, platform, request)
     session_id = uuid.uuid4()
     return_url = build_return_url(session_id, request)
     session = _claim_start(wanted.target, client, wanted.new_row(session_id, next_url, popup))
@@ -177,8 +177,8 @@ class _Wanted:
     profile_id: str
 
     @classmethod
-    def of(cls, user: Any, platform: str) -> _Wanted:
-        profile_id = app_settings.PROFILE_ID or ""
+    def of(cls, user: Any, platform: str, request: HttpRequest | None) -> _Wanted:
+        profile_id = app_settings.profile_id_for(user, request) or ""
         return cls(
             target=_Target(
                 user=user,
@@ -186,7 +186,7 @@ class _Wanted:
                 profile_id=bounds.clip(profile_id, ConnectSession, "profile_id"),
                 quickstart=app_settings.ALLOW_QUICKSTART_CREDS,
             ),
-            external_user_id=str(app_settings.EXTERNAL_USER_ID(user)).strip(),
+            external_user_id=app_settings.owner_key(user),
             email=(getattr(user, "email", "") or "") if app_settings.SEND_USER_EMAIL else "",
             profile_id=profile_id,
         )

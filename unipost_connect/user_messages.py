@@ -101,6 +101,13 @@ def message_for_disconnect_error(error: UniPostError, *, platform: str = "") -> 
     ) % {"platform": platform_label(platform)}
 
 
+def message_for_not_allowed_to_manage(platform: str) -> str:
+    """What to tell a user who may see an account but not disconnect or reconnect it."""
+    return _("You cannot change this %(platform)s account. Ask whoever manages your team's accounts.") % {
+        "platform": platform_label(platform)
+    }
+
+
 # Messages for the ``reason`` UniPost appends to the return URL, when one is worth
 # naming. Values are callables so the text is translated in the user's language.
 REASON_MESSAGES: dict[str, Callable[[str], str]] = {

@@ -21,6 +21,7 @@ from ..accounts import (
     conflict_fields,
     mark_disconnected,
     mark_reconnect_required,
+    owned_by,
     upsert_account,
 )
 from ..client import RemoteSession, get_client
@@ -92,7 +93,7 @@ def _apply_account_connected(data: Mapping[str, Any]) -> tuple[str, str]:
         external_user_id=external_user_id,
         profile_id=profile_id,
     )
-    if account.user_id != owner_id:
+    if not owned_by(account, external_user_id=external_user_id, user_id=owner_id):
         return WebhookEvent.Result.CONFLICT, conflict_fields(account, owner_id)["error_message"]
     return WebhookEvent.Result.APPLIED, f"Account {account_id} recorded."
 
