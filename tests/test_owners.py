@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.messages import get_messages
 from django.test import Client, RequestFactory
 
 from tests.api_client import Api
@@ -320,3 +321,93 @@ def test_migration_gives_existing_accounts_the_owner_their_session_was_started_w
     assert owners == {keyed: "team-x", orphan: ""}
     # The one without a key stays its connecting user's.
     assert [a.pk for a in services.user_accounts(user)] == [orphan]
+
+
+# -- the pages, the tags and the admin ------------------------------------------------------
+
+
+def test_the_connections_page_lists_the_team_account_for_a_teammate_and_not_for_another_team(
+    teams: None, fake: FakeUniPost, django_user_model: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    ada, bo = member(django_user_model, "ada", "a"), member(django_user_model, "bo", "a")
+    cy = member(django_user_model, "cy", "b")
+    account = connect(fake, ada, django_capture_on_commit_callbacks)
+    page = browser(bo).get("/unipost/connections/").content.decode()
+    assert account.managed_account_id in page
+    assert "Reconnect LinkedIn" in page  # the team's account is active: connecting again refreshes it
+    assert account.managed_account_id not in browser(cy).get("/unipost/connections/").content.decode()
+    refused = browser(cy).post(f"/unipost/accounts/{account.pk}/disconnect/")
+    assert refused.status_code == 404
+
+
+def test_can_manage_account_refusing_is_honoured_on_the_html_path(
+    teams: None,
+    settings: Any,
+    fake: FakeUniPost,
+    django_user_model: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    settings.UNIPOST_CONNECT = {**settings.UNIPOST_CONNECT, "CAN_MANAGE_ACCOUNT": only_admins}
+    ada = member(django_user_model, "ada", "a", is_staff=True)
+    bo = member(django_user_model, "bo", "a")
+    account = connect(fake, ada, django_capture_on_commit_callbacks)
+    page = browser(bo).get("/unipost/connections/").content.decode()
+    assert account.managed_account_id in page
+    assert f"/unipost/accounts/{account.pk}/disconnect/" not in page  # no button to press
+    answer = browser(bo).post(f"/unipost/accounts/{account.pk}/disconnect/")
+    assert answer.status_code == 302
+    told = [str(m) for m in get_messages(answer.wsgi_request)]
+    assert told == ["You cannot change this LinkedIn account. Ask whoever manages your team's accounts."]
+    account.refresh_from_db()
+    assert account.status == ConnectedAccount.Status.ACTIVE
+    assert f"/unipost/accounts/{account.pk}/disconnect/" in (
+        browser(ada).get("/unipost/connections/").content.decode()
+    )
+
+
+def test_an_account_needing_a_reconnect_shows_it_on_the_page_the_tag_the_api_and_the_admin(
+    fake: FakeUniPost, user: Any, admin_client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    account = connect(fake, user, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.apply_webhook_payload(fake.fail_token_refresh(account.managed_account_id).payload)
+    page = browser(user).get("/unipost/connections/").content.decode()
+    assert "Reconnect required" in page
+    assert "until you reconnect it" in page
+    assert page.count("Reconnect LinkedIn") == 2  # in the account's row and in the platform list
+    (listed,) = Api(browser(user)).accounts().json()["accounts"]
+    assert listed["status"] == "reconnect_required"
+    changelist = admin_client.get("/admin/unipost_connect/connectedaccount/").content.decode()
+    assert "Reconnect required" in changelist
+
+
+def test_bluesky_offers_to_connect_another_account(
+    fake: FakeUniPost, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    client = browser(user)
+    assert "Connect Bluesky" in client.get("/unipost/connections/").content.decode()
+    connect(fake, user, django_capture_on_commit_callbacks, "bluesky")
+    connect(fake, user, django_capture_on_commit_callbacks, "bluesky")
+    page = client.get("/unipost/connections/").content.decode()
+    assert "Connect another Bluesky account" in page
+    assert page.count("/disconnect/") == 2  # each account its own Disconnect
+
+
+def test_the_admin_shows_owners_and_filters_by_profile(
+    teams: None,
+    fake: FakeUniPost,
+    django_user_model: Any,
+    admin_client: Client,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    account = connect(fake, member(django_user_model, "ada", "a"), django_capture_on_commit_callbacks)
+    changelist = admin_client.get("/admin/unipost_connect/connectedaccount/").content.decode()
+    assert "team-a" in changelist
+    filtered = admin_client.get(
+        "/admin/unipost_connect/connectedaccount/", {"profile_id": account.profile_id}
+    ).content.decode()
+    assert account.managed_account_id in filtered
+    other = admin_client.get("/admin/unipost_connect/connectedaccount/", {"profile_id": "pr_other"})
+    assert account.managed_account_id not in other.content.decode()
+    sessions = admin_client.get("/admin/unipost_connect/connectsession/", {"profile_id": account.profile_id})
+    assert sessions.status_code == 200

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -44,6 +44,22 @@ def user_accounts(user: _AnyUser) -> QuerySet[ConnectedAccount]:
     if owner:
         mine |= Q(external_user_id=owner)
     return ConnectedAccount.objects.filter(mine).order_by("platform", "-connected_at")
+
+
+def button_accounts(accounts: Iterable[ConnectedAccount]) -> dict[str, ConnectedAccount]:
+    """Per platform, the account its connect button speaks of: one that needs a
+    reconnect first, else the newest live one (``accounts`` newest first per platform)."""
+    chosen: dict[str, ConnectedAccount] = {}
+    for account in accounts:
+        if account.status == ConnectedAccount.Status.DISCONNECTED:
+            continue
+        current = chosen.get(account.platform)
+        if current is None or (
+            account.status == ConnectedAccount.Status.RECONNECT_REQUIRED
+            and current.status != ConnectedAccount.Status.RECONNECT_REQUIRED
+        ):
+            chosen[account.platform] = account
+    return chosen
 
 
 def can_manage(user: _AnyUser, account: ConnectedAccount) -> bool:

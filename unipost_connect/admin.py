@@ -161,7 +161,7 @@ class ConnectSessionAdmin(SyncedAdmin):
         "expires_at",
         "error_code",
     )
-    list_filter = ("status", "platform", "created_at")
+    list_filter = ("status", "platform", "profile_id", "created_at")
     search_fields = (
         "external_user_email",
         "external_user_id",
@@ -249,8 +249,17 @@ class ConnectSessionAdmin(SyncedAdmin):
 
 @admin.register(ConnectedAccount)
 class ConnectedAccountAdmin(SyncedAdmin):
-    list_display = ("managed_account_id", "account_name", "user", "platform", "status_badge", "connected_at")
-    list_filter = ("status", "platform", "connected_at")
+    list_display = (
+        "managed_account_id",
+        "account_name",
+        "owner",
+        "user",
+        "platform",
+        "profile_id",
+        "status_badge",
+        "connected_at",
+    )
+    list_filter = ("status", "platform", "profile_id", "connected_at")
     search_fields = (
         "external_user_id",
         "managed_account_id",
@@ -276,6 +285,11 @@ class ConnectedAccountAdmin(SyncedAdmin):
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: ConnectedAccount) -> str:
         return badge(obj.status, obj.get_status_display())
+
+    @admin.display(description=_("owner"), ordering="external_user_id")
+    def owner(self, obj: ConnectedAccount) -> str:
+        """The external user id UniPost holds it for: shared by everyone mapped to it."""
+        return obj.external_user_id or "—"
 
     @admin.action(description=_("Disconnect (in UniPost too)"), permissions=["change"])
     def disconnect(self, request: HttpRequest, queryset: QuerySet[ConnectedAccount]) -> None:

@@ -9,6 +9,7 @@ describes, so a site imports one place. Names not here are internal and may chan
 from __future__ import annotations
 
 from .accounts import (
+    button_accounts,
     can_manage,
     disconnect_account,
     mark_disconnected,
@@ -55,6 +56,7 @@ __all__ = [
     "apply_remote_session",
     "apply_webhook_payload",
     "build_return_url",
+    "button_accounts",
     "can_manage",
     "check_external_user_id",
     "complete_session",

@@ -30,10 +30,15 @@ from django.views.decorators.http import require_GET, require_POST, require_safe
 from . import services, webhooks
 from .conf import app_settings
 from .errors import UniPostError, UniPostResponseError
-from .models import ConnectedAccount, ConnectSession
+from .models import ConnectSession
 from .platforms import label as platform_label
 from .templatetags.unipost_connect import CONNECTED_ACCOUNTS_CONTEXT_KEY
-from .user_messages import message_for_disconnect_error, message_for_error, message_for_outcome
+from .user_messages import (
+    message_for_disconnect_error,
+    message_for_error,
+    message_for_not_allowed_to_manage,
+    message_for_outcome,
+)
 from .validators import is_http_url, safe_next
 
 if TYPE_CHECKING:
@@ -158,24 +163,21 @@ def return_(request: _AuthenticatedRequest, session_id: uuid.UUID) -> HttpRespon
 @require_safe
 @login_required
 def connections(request: _AuthenticatedRequest) -> HttpResponse:
-    """The user's accounts, a connect control per platform, and recent sessions."""
-    accounts = list(
-        ConnectedAccount.objects.filter(user_id=request.user.pk).order_by("platform", "-connected_at")
-    )
-    # Handed to {% unipost_connect_button %} so it does not query once per platform.
-    connected: dict[str, ConnectedAccount] = {}
-    for account in accounts:
-        if account.status != ConnectedAccount.Status.DISCONNECTED:
-            connected.setdefault(account.platform, account)
+    """The accounts of the user's owner (a team's, say), a connect control per platform,
+    and the user's recent sessions."""
+    accounts = list(services.user_accounts(request.user))
+    rows = [(account, services.can_manage(request.user, account)) for account in accounts]
     platforms = [(p, platform_label(p)) for p in app_settings.PLATFORMS]
     return render(
         request,
         "unipost_connect/connections.html",
         {
             "accounts": accounts,
+            "account_rows": rows,
             "platforms": platforms,
             "sessions": services.user_sessions(request.user, limit=10),
-            CONNECTED_ACCOUNTS_CONTEXT_KEY: connected,
+            # Handed to {% unipost_connect_button %} so it does not query once per platform.
+            CONNECTED_ACCOUNTS_CONTEXT_KEY: services.button_accounts(accounts),
         },
     )
 
@@ -183,11 +185,15 @@ def connections(request: _AuthenticatedRequest) -> HttpResponse:
 @require_POST
 @csrf_protect
 def disconnect(request: HttpRequest, account_id: int) -> HttpResponse:
-    """POST: disconnect one of the user's accounts at UniPost, then mark it locally."""
+    """POST: disconnect one of the owner's accounts at UniPost, then mark it locally.
+    Another owner's account is a 404; one ``CAN_MANAGE_ACCOUNT`` refuses, a message."""
     next_url = safe_next(request, request.POST.get("next"))
     if not request.user.is_authenticated:
         return _login_then(next_url)
-    account = get_object_or_404(ConnectedAccount, pk=account_id, user_id=request.user.pk)
+    account = get_object_or_404(services.user_accounts(request.user), pk=account_id)
+    if not services.can_manage(request.user, account):
+        _tell(request, messages.ERROR, message_for_not_allowed_to_manage(account.platform))
+        return _done(request, next_url)
     try:
         services.disconnect_account(account)
     except UniPostError as exc:

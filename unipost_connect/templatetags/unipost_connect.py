@@ -15,13 +15,14 @@ from typing import Any
 from django import template
 from django.urls import reverse
 
+from ..accounts import button_accounts, user_accounts
 from ..models import ConnectedAccount
-from ..platforms import label
+from ..platforms import OAUTH_FREE_PLATFORMS, label
 
 register = template.Library()
 
-# A view that renders many buttons puts ``{platform: ConnectedAccount}`` (the user's
-# accounts that are not disconnected) under this context name; the connect button then
+# A view that renders many buttons puts ``{platform: ConnectedAccount}`` (see
+# ``accounts.button_accounts``) under this context name; the connect button then
 # reads it instead of querying once per platform. Without it (the tag used alone) the
 # button makes one query.
 CONNECTED_ACCOUNTS_CONTEXT_KEY = "unipost_connected_accounts"
@@ -47,12 +48,7 @@ def _connected_account(context: template.Context, request: Any, platform: str) -
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return None
-    return (
-        ConnectedAccount.objects.filter(user_id=user.pk, platform=platform)
-        .exclude(status=ConnectedAccount.Status.DISCONNECTED)
-        .order_by("-connected_at")
-        .first()
-    )
+    return button_accounts(user_accounts(user).filter(platform=platform)).get(platform)
 
 
 @register.inclusion_tag("unipost_connect/includes/connect_button.html", takes_context=True)
@@ -61,8 +57,9 @@ def unipost_connect_button(
 ) -> dict[str, Any]:
     """A POST form (with the CSRF token) that starts a connect session for ``platform``.
 
-    It reads "Reconnect" when the user already has an account on that platform that is
-    not disconnected (active, or waiting to be reconnected).
+    It reads "Reconnect" when the owner's account on that platform needs a reconnect (or
+    is active: connecting again refreshes it), and "Connect another" on a platform where
+    UniPost gives one owner several accounts (Bluesky).
     ``next`` (default: the current page) is where the user lands after the flow.
     ``popup``: with ``{% unipost_connect_script %}`` on the page, the form opens UniPost's
     page in a popup and then goes to ``next``; without it, it is the same plain form post.
@@ -75,6 +72,10 @@ def unipost_connect_button(
         "platform": platform,
         "label": label(platform),
         "account": account,
+        "needs_reconnect": (
+            account is not None and account.status == ConnectedAccount.Status.RECONNECT_REQUIRED
+        ),
+        "another": account is not None and platform in OAUTH_FREE_PLATFORMS,
         "reconnect": account is not None,
         "next": _next_for(request, next),
         "popup": bool(popup),
