@@ -211,6 +211,41 @@ def test_reconnect_from_twenty_threads_reactivates_once(user: Any, sent: SignalL
     assert ConnectedAccount.objects.get().status == "active"
 
 
+def test_a_reconnect_by_return_webhook_and_reconcile_at_once_reactivates_once(
+    fake: FakeUniPost, user: Any, sent: SignalLog
+) -> None:
+    first = start(user)
+    fake.approve(first.unipost_session_id or "")
+    services.reconcile_session(first)
+    account = ConnectedAccount.objects.get()
+    failure = fake.fail_token_refresh(account.managed_account_id)
+    services.apply_webhook_payload(failure.payload, raw_body=failure.body)
+    session = start(user)
+    fake.approve(session.unipost_session_id or "")
+    connected = fake.outbox[-1]
+    sent.calls.clear()
+
+    def work(i: int) -> Any:
+        if i % 3 == 0:  # the browser's return, or the reconcile command
+            return services.reconcile_session(fresh(session)).status
+        if i % 3 == 1:  # UniPost's delivery, retried at the same moment
+            return services.apply_webhook_payload(connected.payload, raw_body=connected.body).duplicate
+        return services.upsert_account(
+            user_id=user.pk,
+            managed_account_id=account.managed_account_id,
+            platform="linkedin",
+            external_user_id=account.external_user_id,
+        ).pk
+
+    race(work)
+    assert [s["account"].pk for s in sent.named("account_reconnected")] == [account.pk]
+    assert sent.named("account_connected") == []
+    assert len(sent.named("connect_session_completed")) == 1
+    account.refresh_from_db()
+    assert account.status == "active"
+    assert ConnectedAccount.objects.count() == 1
+
+
 def test_disconnect_from_twenty_threads_signals_once(user: Any, sent: SignalLog) -> None:
     account = services.upsert_account(user_id=user.pk, managed_account_id="sa_1", platform="linkedin")
     results = race(lambda i: services.mark_disconnected(ConnectedAccount.objects.get(pk=account.pk)))
