@@ -28,6 +28,11 @@ if not DEBUG and SECRET_KEY == INSECURE_DEMO_KEY:
     raise ImproperlyConfigured("Set SECRET_KEY (a long random string) when DEBUG is off.")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Django's default Cross-Origin-Opener-Policy is "same-origin": a popup that goes to another
+# origin is then cut off from this site's pages, and connect.js copes. "same-origin-allow-popups"
+# keeps such a popup reachable (unless the hosted page sends its own); "none" sends no header.
+_coop = env.str("UNIPOST_DEMO_COOP", default="same-origin")
+SECURE_CROSS_ORIGIN_OPENER_POLICY = None if _coop in ("", "none") else _coop
 
 # Where this demo is served; used to reach the embedded fake UniPost.
 DEMO_ADDR = env.str("UNIPOST_DEMO_ADDR", default="127.0.0.1:8000")
@@ -50,6 +55,9 @@ UNIPOST_CONNECT = {
 # unless told otherwise.
 UNIPOST_FAKE_WEBHOOK_DELAY = env.float("UNIPOST_FAKE_WEBHOOK_DELAY", default=None)
 UNIPOST_FAKE_WEBHOOK_URL = env.str("UNIPOST_FAKE_WEBHOOK_URL", default="") or None
+# A Cross-Origin-Opener-Policy the embedded fake's hosted page sends (e.g. "same-origin"),
+# to try the popup flow of the "Headless" page cut off from its opener.
+UNIPOST_FAKE_HOSTED_COOP = env.str("UNIPOST_FAKE_HOSTED_COOP", default="") or None
 
 INSTALLED_APPS = [
     "demo",  # first, so its templates override the app's (e.g. unipost_connect/base.html)

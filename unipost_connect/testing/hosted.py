@@ -8,6 +8,7 @@ button calls the same :class:`~unipost_connect.testing.FakeUniPost` method a tes
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import secrets
 from typing import TYPE_CHECKING
@@ -46,6 +47,24 @@ _FAILURE_BUTTONS = (
     ("plan_limit", "Plan limit reached"),
     ("expired", "Session expired meanwhile"),
 )
+
+
+#: The path prefix of the hosted page (and of UniPost's own pages that follow it).
+HOSTED_PREFIX = "/connect/"
+
+
+def with_opener_policy(path: str, response: FakeResponse, policy: str | None) -> FakeResponse:
+    """``response`` with ``Cross-Origin-Opener-Policy: policy`` when ``path`` is the hosted
+    page's and the answer has none; unchanged when ``policy`` is None or empty.
+
+    UniPost's page (or a provider's it passes through) may send one; the servers add it on
+    request, so a test can check that a popup flow survives being cut off from its opener.
+    """
+    if not policy or not path.startswith(HOSTED_PREFIX):
+        return response
+    if any(name.lower() == "cross-origin-opener-policy" for name in response.headers):
+        return response
+    return dataclasses.replace(response, headers={**response.headers, "Cross-Origin-Opener-Policy": policy})
 
 
 def answer(fake: FakeUniPost, method: str, query: str, body: bytes) -> FakeResponse:

@@ -12,7 +12,9 @@ webhook to ``settings.UNIPOST_FAKE_WEBHOOK_URL`` (default: this site's
 ``unipost_connect:webhook`` URL on the API base's host), as UniPost does, after
 ``settings.UNIPOST_FAKE_WEBHOOK_DELAY`` seconds (negative: never; default and retries:
 the standalone server's, :mod:`.delivery`). A path the fake does not serve answers a
-plain-text 404 page, like the live server's router.
+plain-text 404 page, like the live server's router. ``settings.UNIPOST_FAKE_HOSTED_COOP``
+(e.g. ``"same-origin"``) makes the hosted page send that ``Cross-Origin-Opener-Policy``
+when the answer has none.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ..conf import app_settings
 from .delivery import DELIVERY_DELAY, WebhookDelivery, WebhookSender
 from .fake import FakeUniPost
+from .hosted import with_opener_policy
 
 # The demo's profile when the site sets no PROFILE_ID (the fake then needs one of its own).
 DEMO_PROFILE = "pr_demo"
@@ -83,6 +86,7 @@ def fake_unipost(request: HttpRequest, path: str) -> HttpResponse:
         headers=dict(request.headers),
         body=request.body,
     )
+    answer = with_opener_policy("/" + path, answer, getattr(settings, "UNIPOST_FAKE_HOSTED_COOP", None))
     response = HttpResponse(answer.body, status=answer.status)
     for name, value in answer.headers.items():
         response[name] = value

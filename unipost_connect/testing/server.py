@@ -4,7 +4,8 @@ From a shell (prints the base URL, serves until Ctrl-C or SIGTERM)::
 
     python -m unipost_connect.testing.server --host 127.0.0.1 --port 8001 \\
         --api-key up_test_x --webhook-secret whsec_x \\
-        --webhook-url http://127.0.0.1:8000/unipost/webhook/ --latency-ms 0
+        --webhook-url http://127.0.0.1:8000/unipost/webhook/ --latency-ms 0 \\
+        [--hosted-coop same-origin]
 
 From Python (tests, benchmarks)::
 
@@ -22,7 +23,9 @@ crashing proxy would. Every webhook the fake emits (a completed hosted page, a
 ``DELETE``, ``fake.fail_token_refresh(...)``) is POSTed to ``webhook_url`` by the
 delivery policy the live demo uses too (:class:`~.delivery.WebhookSender`: after
 ``webhook_delay`` seconds, with UniPost's retries). Under ``/_fake/`` it also serves
-fake-only test-control routes (:mod:`.control`).
+fake-only test-control routes (:mod:`.control`). With ``hosted_coop`` (``--hosted-coop``)
+the hosted page answers with that ``Cross-Origin-Opener-Policy``, as UniPost's page (or a
+provider's) may, so a popup flow can be tested cut off from its opener.
 
 Nothing here logs the API key, request bodies or the hosted page's ``state``.
 """
@@ -50,6 +53,7 @@ from ..redaction import redact_state
 from . import control
 from .delivery import DELIVERY_DELAY, WebhookSender
 from .fake import DEFAULT_API_KEY, DEFAULT_PROFILES, DEFAULT_WEBHOOK_SECRET, FakeUniPost
+from .hosted import with_opener_policy
 
 logger = logging.getLogger("unipost_connect.testing")
 
@@ -129,6 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
                 answer = owner.fake.handle(
                     self.command, parts.path or "/", query=parts.query, headers=headers, body=body
                 )
+                answer = with_opener_policy(parts.path, answer, owner.hosted_coop)
         except (requests.RequestException, OSError) as exc:
             # An injected transport failure: answer nothing, reset the connection.
             owner._record(RequestRecord(self.command, parts.path, None, authorized))
@@ -209,9 +214,11 @@ class FakeUniPostServer:
         *,
         webhook_url: str | None = None,
         webhook_delay: float = DELIVERY_DELAY,
+        hosted_coop: str | None = None,
         verbose: bool = False,
     ) -> None:
         self.fake = fake
+        self.hosted_coop = hosted_coop
         self.host = host
         self.port = port
         self.verbose = verbose
@@ -340,6 +347,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID",
         help=f"a profile of the workspace (repeat for several; default {' '.join(DEFAULT_PROFILES)})",
     )
+    parser.add_argument(
+        "--hosted-coop",
+        default="",
+        metavar="POLICY",
+        help="send this Cross-Origin-Opener-Policy from the hosted page, e.g. same-origin",
+    )
     parser.add_argument("--no-envelope", action="store_true", help="answer without the data envelope")
     parser.add_argument("--verbose", "-v", action="store_true", help="log each request (state redacted)")
     return parser
@@ -365,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.port,
         webhook_url=args.webhook_url or None,
         webhook_delay=args.webhook_delay,
+        hosted_coop=args.hosted_coop or None,
         verbose=args.verbose,
     )
     try:

@@ -288,10 +288,10 @@ class Flow {
       if (this.settled || created === null) {
         return;
       }
-      if (popup.closed) {
-        // Closed while still on about:blank, this page's own: a close that can be believed.
-        this.seenOpen = true;
+      if (this.closedByUser || popup.closed) {
+        // Closed while still on about:blank, before any navigation: no COOP can be at work.
         this.watch();
+        this.pollNow();
         return;
       }
       try {
@@ -399,10 +399,12 @@ class Flow {
     if (closed) {
       this.setWatch(null);
       this.cutOff = true; // until a close is believed: nothing of it can be seen from here
-      if (this.seenOpen && document.hasFocus()) {
+      // Before it was sent anywhere it was this page's about:blank: no COOP can be at work.
+      const believable = this.seenOpen || !this.navigated;
+      if (believable && document.hasFocus()) {
         this.believeClosed();
       } else {
-        if (this.seenOpen) {
+        if (believable) {
           window.addEventListener("focus", this.onFocus); // the focus back: it was closed
         }
         safely(this.options.onPopupState, "cut_off");
