@@ -815,3 +815,15 @@ def test_the_hosted_url_and_key_never_show_in_error_answers_or_logs(
         assert secret not in logged
         for body in bodies:
             assert secret.encode() not in body
+
+
+@pytest.mark.parametrize(
+    "path", ["/unipost/api/sessions/not-a-uuid/", "/unipost/api/accounts/12x/", "/unipost/api/nothing"]
+)
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_any_other_path_under_the_api_is_a_json_404(user_client: Client, path: str, method: str) -> None:
+    answer = user_client.generic(method, path)
+    assert answer.status_code == 404
+    assert answer["Content-Type"] == "application/json"
+    assert answer.json()["error"]["code"] == "not_found"
+    assert "no-store" in answer["Cache-Control"]

@@ -488,3 +488,12 @@ def account(request: _AuthenticatedRequest, account_id: int) -> HttpResponse:
 def schema(request: _AuthenticatedRequest) -> HttpResponse:
     """GET the OpenAPI 3.1 document of this API."""
     return JsonResponse(openapi.document())
+
+
+@csrf_exempt  # answers nothing but a 404, whatever the method
+def not_found(request: HttpRequest, rest: str) -> HttpResponse:
+    """Any other path under ``api/`` (an id of the wrong shape, say): a JSON 404, not the
+    site's HTML page, so a script always gets the error shape it expects."""
+    response = _not_found().response()
+    add_never_cache_headers(response)
+    return response

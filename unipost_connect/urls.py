@@ -17,4 +17,6 @@ urlpatterns = [
     path("api/accounts/", api.accounts, name="api-accounts"),
     path("api/accounts/<int:account_id>/", api.account, name="api-account"),
     path("api/schema/", api.schema, name="api-schema"),
+    # Last: whatever else is under api/ (a malformed id) is a JSON 404 too.
+    path("api/<path:rest>", api.not_found),
 ]
