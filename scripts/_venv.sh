@@ -1,5 +1,5 @@
-# Sourced by the scripts: make sure .venv exists and has the project with its test and
-# dev extras (reinstalled when pyproject.toml changes).
+# Sourced by the scripts: make sure .venv exists and has the project with the extras the
+# script needs (reinstalled when pyproject.toml changes).
 pick_python() {
   for candidate in "${PYTHON:-}" python3.11 python3 python3.12 python3.13; do
     [ -n "$candidate" ] || continue
@@ -12,14 +12,22 @@ pick_python() {
   return 1
 }
 
+# ensure_venv [extras]: the project installed in .venv with those extras (default: the
+# test, dev and bench toolchain), reinstalled when pyproject.toml changes. The demo asks
+# for "demo" only; a venv that already has the full toolchain has the demo's too.
 ensure_venv() {
+  local extras="${1:-test,dev,bench}"
   if [ ! -x .venv/bin/python ]; then
     "$(pick_python)" -m venv .venv
   fi
   local stamp=.venv/.installed
+  if [ "$extras" = demo ] && [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ]; then
+    return 0
+  fi
+  [ "$extras" = demo ] && stamp=.venv/.installed-demo
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[test,dev,bench]"
+    .venv/bin/python -m pip install --quiet -e ".[$extras]"
     touch "$stamp"
   fi
 }
