@@ -91,17 +91,25 @@ def test_a_teammate_may_disconnect_the_team_account_by_default(
     assert account.status == ConnectedAccount.Status.DISCONNECTED
 
 
-def test_can_manage_account_refusing_is_honoured_on_the_json_path(
+@pytest.fixture
+def admins_only(
     teams: None,
     settings: Any,
     fake: FakeUniPost,
     django_user_model: Any,
     django_capture_on_commit_callbacks: Any,
-) -> None:
+) -> tuple[Any, Any, ConnectedAccount]:
+    """Team a: ada (staff) connected its account; bo may see it but not manage it."""
     settings.UNIPOST_CONNECT = {**settings.UNIPOST_CONNECT, "CAN_MANAGE_ACCOUNT": only_admins}
     ada = member(django_user_model, "ada", "a", is_staff=True)
     bo = member(django_user_model, "bo", "a")
-    account = connect(fake, ada, django_capture_on_commit_callbacks)
+    return ada, bo, connect(fake, ada, django_capture_on_commit_callbacks)
+
+
+def test_can_manage_account_refusing_is_honoured_on_the_json_path(
+    admins_only: tuple[Any, Any, ConnectedAccount], fake: FakeUniPost, django_capture_on_commit_callbacks: Any
+) -> None:
+    ada, bo, account = admins_only
     calls_before = len(fake.requests)
     refused = Api(browser(bo)).disconnect(account.pk)
     assert refused.status_code == 403
@@ -341,16 +349,9 @@ def test_the_connections_page_lists_the_team_account_for_a_teammate_and_not_for_
 
 
 def test_can_manage_account_refusing_is_honoured_on_the_html_path(
-    teams: None,
-    settings: Any,
-    fake: FakeUniPost,
-    django_user_model: Any,
-    django_capture_on_commit_callbacks: Any,
+    admins_only: tuple[Any, Any, ConnectedAccount],
 ) -> None:
-    settings.UNIPOST_CONNECT = {**settings.UNIPOST_CONNECT, "CAN_MANAGE_ACCOUNT": only_admins}
-    ada = member(django_user_model, "ada", "a", is_staff=True)
-    bo = member(django_user_model, "bo", "a")
-    account = connect(fake, ada, django_capture_on_commit_callbacks)
+    ada, bo, account = admins_only
     page = browser(bo).get("/unipost/connections/").content.decode()
     assert account.managed_account_id in page
     assert f"/unipost/accounts/{account.pk}/disconnect/" not in page  # no button to press
