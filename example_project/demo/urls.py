@@ -11,6 +11,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("headless/", views.headless, name="headless"),
+    path("popup-buttons/", views.popup_buttons, name="popup-buttons"),
     path("admin/", admin.site.urls),
     path("unipost/", include("unipost_connect.urls")),
 ]

@@ -1,4 +1,5 @@
-"""The demo's own page: connecting accounts with connect.js and the JSON API only."""
+"""The demo's own pages: connecting accounts with connect.js and the JSON API only, and the
+server-rendered connect buttons in popup mode."""
 
 from __future__ import annotations
 
@@ -16,3 +17,14 @@ def headless(request: HttpRequest) -> HttpResponse:
     accounts, the connect flow (a popup) and disconnects all go through the JSON API."""
     platforms = [(platform, label(platform)) for platform in app_settings.PLATFORMS]
     return render(request, "demo/headless.html", {"platforms": platforms})
+
+
+@login_required
+def popup_buttons(request: HttpRequest) -> HttpResponse:
+    """The app's connect buttons with ``popup=True`` and ``{% unipost_connect_script %}``."""
+    platforms = [(platform, label(platform)) for platform in app_settings.PLATFORMS]
+    tags = {
+        "button_tag": '{% unipost_connect_button "linkedin" popup=True %}',
+        "script_tag": "{% unipost_connect_script %}",
+    }
+    return render(request, "demo/popup_buttons.html", {"platforms": platforms, **tags})

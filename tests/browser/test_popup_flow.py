@@ -336,6 +336,30 @@ def test_the_whole_flow_at_390_px(browser: Any, demo_site: str, screenshot_dir: 
         page.close()
 
 
+def test_a_popup_button_of_the_tag_opens_the_popup_then_shows_the_outcome(
+    page: Any, demo_site: str, screenshot_dir: Path
+) -> None:
+    expect = _expect()
+    log_in_to_headless(page, demo_site)
+    page.goto(demo_site + "/popup-buttons/")
+    page.wait_for_function("() => window.UniPostConnect !== undefined")
+    button = connect_button(page, "X (Twitter)")
+    form = page.locator("form[data-unipost-connect-popup]").filter(has=button)
+    expect(form).to_have_count(1)
+    with page.expect_popup() as popup_info:
+        button.click()
+    flow = Flow(popup_info.value, {})
+    expect(flow.popup.get_by_role("heading", name="Connect your X (Twitter) account")).to_be_visible()
+    assert page.url == demo_site + "/popup-buttons/"  # the page stayed; the popup went
+    expect(form).to_have_attribute("aria-busy", "true")
+    with page.expect_navigation(url=demo_site + "/popup-buttons/"):
+        press_and_wait_for_close(flow, "Approve")
+    # The page goes to the button's `next` (itself), where the return view's message waits.
+    expect(page.locator(".unipost-messages")).to_contain_text("Your X (Twitter) account is connected.")
+    expect(connect_button(page, "X (Twitter)")).to_have_text("Reconnect X (Twitter)")
+    shoot(page, screenshot_dir, "tag-button")
+
+
 # -- the hosted page on another origin, with COOP: the popup is cut off ------------------------
 
 

@@ -480,7 +480,7 @@ class Flow {
         // Logged out, or the session is gone: no later poll can answer. A network blip or
         // a 5xx may pass, unless the flow is only waiting for this answer.
         const waitingForAnswer = this.closedByUser || this.reported !== null;
-        if ([401, 403, 404].includes(status) || (waitingForAnswer && this.failures >= 3)) {
+        if ([401, 403, 404, 410].includes(status) || (waitingForAnswer && this.failures >= 3)) {
           this.finish("error", null, error instanceof ConnectError ? error : new ConnectError("error", String(error)));
         }
       }
