@@ -7,18 +7,29 @@ template snippet and the whole connect flow against the fake run there.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shlex
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass, field
+from functools import partial
+from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import django
 import pytest
+import requests
 from django.core.management import call_command
+
+from tests.example_site import cleanups, free_port, stop, wait_until
+from unipost_connect.testing.fake import DEFAULT_API_KEY, DEFAULT_WEBHOOK_SECRET
+from unipost_connect.user_messages import message_for_outcome
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -39,8 +50,10 @@ def test_every_block_is_known() -> None:
     """A new block must get a test here: fail loudly when the README grows one."""
     kinds = [lang for _, lang, _ in BLOCK.findall(README)]
     assert kinds.count("python") == 7
-    assert kinds.count("django") == 1
-    assert kinds.count("sh") == 3  # demo, test, reconcile
+    assert kinds.count("django") == 3  # the Quickstart's login page, home page, base override
+    # demo, test; the Quickstart's install from a checkout, from a wheel, the fake, the
+    # site's commands; reconcile
+    assert kinds.count("sh") == 7
 
 
 def test_the_two_commands_exist_and_are_executable() -> None:
@@ -52,7 +65,7 @@ def test_the_two_commands_exist_and_are_executable() -> None:
 
 @pytest.mark.django_db
 def test_the_reconcile_command_line_runs(fake, capsys) -> None:
-    line = blocks("sh")[2].strip()
+    (line,) = (b.strip() for b in blocks("sh") if "unipost_connect_reconcile" in b)
     argv = shlex.split(line)
     assert argv[:3] == ["python", "manage.py", "unipost_connect_reconcile"]
     call_command(*argv[2:])
@@ -88,80 +101,282 @@ def test_the_testing_example_passes(tmp_path: Path) -> None:
     assert "1 passed" in result.stdout
 
 
-FLOW = """
-import django
-django.setup()
-from django.core.management import call_command
-from django.template import engines
-from django.test import Client, RequestFactory
-from django.test.utils import setup_test_environment
-from django.urls import reverse
-from django.conf import settings
-from django.contrib.auth import get_user_model
-from unipost_connect.models import ConnectedAccount, ConnectSession
-from unipost_connect.testing import FakeUniPost
+def quickstart() -> str:
+    """The README's Quickstart section, up to the next heading of its level."""
+    start = README.index("\n## Quickstart\n")
+    return README[start : README.index("\n## ", start + 1)]
 
-setup_test_environment()
-call_command("migrate", verbosity=0)
-conf = settings.UNIPOST_CONNECT
-user = get_user_model().objects.create_user("alex", password="pw")
 
-# The README's template snippet renders a POST form with the CSRF token.
-request = RequestFactory().get("/")
-request.user = user
-html = engines["django"].from_string(TEMPLATE).render({"csrf_token": "tok"}, request)
-assert 'action="/unipost/connect/"' in html and 'name="platform" value="linkedin"' in html, html
-assert "csrfmiddlewaretoken" in html, html
+@dataclass
+class Form:
+    """A form on a page, as a browser would submit it."""
 
-fake = FakeUniPost(api_key=conf["API_KEY"], base_url="https://api.unipost.dev",
-                   webhook_secret=conf["WEBHOOK_SECRET"])
-with fake.mock():
-    client = Client()
-    client.force_login(user)
-    answer = client.post(reverse("unipost_connect:start"), {"platform": "linkedin"})
-    session = ConnectSession.objects.get(user=user)
-    assert answer.status_code == 302 and answer["Location"] == session.url
-    back = client.get(fake.approve(session.unipost_session_id))
-    assert back.status_code == 302, back
-    session.refresh_from_db()
-    assert session.status == "completed", session.status
-    delivery = fake.outbox[-1]
-    hook = client.post(reverse("unipost_connect:webhook"), **delivery.django_client_kwargs())
-    assert hook.status_code == 200, hook.content
-    assert ConnectedAccount.objects.get(user=user).managed_account_id == session.managed_account_id
-print("FLOW OK")
-"""
+    action: str
+    fields: dict[str, str] = field(default_factory=dict)  # inputs with a name, not buttons
+    buttons: list[tuple[str, str]] = field(default_factory=list)  # named submit buttons
+    text: str = ""
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[Form] = []
+        self._open: Form | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "form":
+            self._open = Form(attributes.get("action", ""))
+            self.forms.append(self._open)
+        elif self._open is not None and attributes.get("name"):
+            if tag == "input" and attributes.get("type", "text") not in ("submit", "checkbox", "radio"):
+                self._open.fields[attributes["name"]] = attributes.get("value", "")
+            elif tag == "button":
+                self._open.buttons.append((attributes["name"], attributes.get("value", "")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._open.text += data
+
+
+def forms(page: requests.Response) -> list[Form]:
+    parser = _FormParser()
+    parser.feed(page.text)
+    return parser.forms
+
+
+def the_form(page: requests.Response, **having: str) -> Form:
+    """The one form on ``page`` whose fields include ``having``."""
+    (found,) = (f for f in forms(page) if all(f.fields.get(k) == v for k, v in having.items()))
+    return found
+
+
+def submit(
+    browser: requests.Session, page: requests.Response, form: Form, button: tuple[str, str] | None = None
+) -> requests.Response:
+    """Press ``button`` (or the form's only unnamed one) on ``page``; redirects not followed."""
+    data = dict(form.fields)
+    if button is not None:
+        assert button in form.buttons, (button, form.buttons)
+        data[button[0]] = button[1]
+    return browser.post(urljoin(page.url, form.action), data=data, allow_redirects=False, timeout=20)
+
+
+def hop(browser: requests.Session, answer: requests.Response) -> requests.Response:
+    """Follow one redirect, as the browser would."""
+    assert answer.status_code == 302, (answer.status_code, answer.url, answer.text[:2000])
+    return browser.get(urljoin(answer.url, answer.headers["Location"]), allow_redirects=False, timeout=20)
+
+
+def _venv_env(bin_dir: Path) -> dict[str, str]:
+    """The caller's environment without anything that would lead a process in the fresh
+    virtualenv to the checkout (PYTHONPATH) or to the test suite's settings."""
+    drop = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("UNIPOST_")}
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+    )
+    return env
+
+
+USERNAME, PASSWORD = "alex", "a-long-pass-phrase-9"
 
 
 @pytest.mark.e2e
 def test_a_fresh_startproject_site_following_the_quickstart(tmp_path: Path) -> None:
-    env = _clean_env()
+    """The Quickstart, followed literally from the built wheel in a fresh virtualenv.
 
-    def run(*args: str, cwd: Path) -> str:
-        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
-        assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
-        return result.stdout + result.stderr
+    Its commands run as written, with these substitutions only: the checkout's path for
+    ``path/to/unipost_connect``; this suite's interpreter (which has ``build``) for the
+    wheel build, so the block's ``pip install build`` is skipped; free loopback ports for
+    8001 and 8000; ``createsuperuser --noinput`` with the password in the environment;
+    ``runserver --noreload`` on the site's port. Its code blocks are written into the
+    ``startproject`` site as they stand, each where its first line says; nothing else is.
+    Then a whole connect over HTTP against the standalone fake, as a browser would do it:
+    a logged-out visitor's Connect ends on the login page; logged in, a declined connect
+    comes back to the home page with its message; an approved one from the ready-made
+    page (restyled by the README's override of its base template) comes back there with
+    the account and the success message, and the fake's signed webhook is accepted.
+    """
+    text = quickstart()
+    steps = [(lang, textwrap.dedent(body)) for _, lang, body in BLOCK.findall(text)]
+    editable, wheel, fake_block, site_block = (body.strip() for lang, body in steps if lang == "sh")
+    assert editable == "python -m pip install -e path/to/unipost_connect"
+    get_build, build_line, install_line = wheel.splitlines()
+    assert get_build == "python -m pip install build"
+    assert "`django-admin startproject mysite .`" in text
 
-    run(sys.executable, "-m", "django", "startproject", "mysite", str(tmp_path), cwd=tmp_path)
-    quickstart = [b for b in blocks("python") if "def " not in b and "TASKS" not in b]
-    settings_block, url_block = quickstart
-    with open(tmp_path / "mysite" / "settings.py", "a") as settings:
-        settings.write("\n# From the README's quickstart:\n" + settings_block)
-    urls = (tmp_path / "mysite" / "urls.py").read_text()
-    urls = urls.replace("from django.urls import path", "from django.urls import include, path")
-    urls += "\n# From the README's quickstart:\nurlpatterns += [\n    " + url_block.strip() + "\n]\n"
-    (tmp_path / "mysite" / "urls.py").write_text(urls)
+    venv = tmp_path / "venv"
+    bin_dir = venv / "bin"
+    env = _venv_env(bin_dir)
+    site = tmp_path / "site"
+    site.mkdir()
 
-    run(sys.executable, "manage.py", "migrate", "-v0", cwd=tmp_path)
-    checked = run(sys.executable, "manage.py", "check", cwd=tmp_path)
-    assert "no issues" in checked, checked
+    def command(line: str, python: str | Path = bin_dir / "python") -> list[str]:
+        argv = [str(python) if arg == "python" else arg for arg in shlex.split(line)]
+        return [arg.replace("path/to/unipost_connect", str(REPO)) for arg in argv]
 
-    template = blocks("django")[0]
-    script = f"TEMPLATE = {template!r}\n" + FLOW
-    env["DJANGO_SETTINGS_MODULE"] = "mysite.settings"
-    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO}"
-    out = run(sys.executable, "-c", script, cwd=tmp_path)
-    assert "FLOW OK" in out
+    def run(argv: list[str], cwd: Path, extra: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            argv, cwd=cwd, env={**env, **(extra or {})}, capture_output=True, text=True, timeout=240
+        )
+        assert done.returncode == 0, f"{argv}:\n{done.stdout}{done.stderr}"
+        return done.stdout + done.stderr
+
+    # 1. Install: the wheel, built from the checkout, into a virtualenv of its own.
+    run(command(build_line, python=sys.executable), cwd=tmp_path)
+    run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
+    install = command(install_line)
+    (wheel_file,) = tmp_path.glob(install[-1])
+    run([*install[:-1], str(wheel_file)], cwd=tmp_path)
+    where = run(
+        [str(bin_dir / "python"), "-c", "import unipost_connect; print(unipost_connect.__file__)"], site
+    )
+    assert str(venv) in where and "site-packages" in where, where
+
+    # 2-4. The site, and every code block of the Quickstart written where it says.
+    run([str(bin_dir / "django-admin"), "startproject", "mysite", "."], cwd=site)
+    applied = []
+    for lang, body in steps:
+        if lang == "sh":
+            continue
+        first = body.partition("\n")[0]
+        how = re.fullmatch(r"# (\S+): (add at the end|the whole file)|\{# (\S+) #\}", first)
+        assert how, f"a Quickstart block that does not say where it goes: {first!r}"
+        target = site / (how[1] or how[3])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if how[2] == "add at the end":
+            with target.open("a") as settings:
+                settings.write("\n" + body)
+        else:
+            target.write_text(body)
+        applied.append(how[1] or how[3])
+    assert applied == [
+        "mysite/settings.py",
+        "mysite/urls.py",
+        "templates/registration/login.html",
+        "templates/home.html",
+        "templates/unipost_connect/base.html",
+    ]
+
+    # 5. Run it: the fake in one terminal, the site's commands in another.
+    fake_port = free_port()
+    site_port = free_port()
+    assert fake_port != site_port
+    fake_url, site_url = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{site_port}"
+    fake_argv = command(fake_block)
+    fake_argv[fake_argv.index("--port") + 1] = str(fake_port)
+    fake_argv = [arg.replace("127.0.0.1:8000", f"127.0.0.1:{site_port}") for arg in fake_argv]
+    lines = site_block.splitlines()
+    exported = shlex.split(lines[0])
+    assert exported[0] == "export"
+    site_env = dict(assignment.split("=", 1) for assignment in exported[1:])
+    assert site_env == {
+        "UNIPOST_API_BASE_URL": "http://127.0.0.1:8001",
+        "UNIPOST_API_KEY": DEFAULT_API_KEY,
+        "UNIPOST_WEBHOOK_SECRET": DEFAULT_WEBHOOK_SECRET,
+    }
+    site_env["UNIPOST_API_BASE_URL"] = fake_url
+
+    with cleanups() as finalizers:
+        fake_log_path, site_log_path = tmp_path / "fake.log", tmp_path / "site.log"
+        fake_log, site_log = fake_log_path.open("ab"), site_log_path.open("ab")
+        finalizers += [fake_log.close, site_log.close]
+
+        def logs() -> str:
+            fake_text = fake_log_path.read_text(errors="replace")
+            site_text = site_log_path.read_text(errors="replace")
+            return f"\n-- fake:\n{fake_text[-3000:]}\n-- site:\n{site_text[-6000:]}"
+
+        fake = subprocess.Popen(fake_argv, cwd=site, env=env, stdout=fake_log, stderr=subprocess.STDOUT)
+        finalizers.append(partial(stop, fake))
+        listening = f"listening on {fake_url}"
+        assert wait_until(lambda: listening in fake_log_path.read_text() or fake.poll() is not None, 20)
+        assert fake.poll() is None, logs()
+
+        ran = []
+        for line in lines[1:]:
+            argv = command(line)
+            ran.append(argv[2])
+            if argv[2] == "createsuperuser":
+                argv += ["--noinput", "--username", USERNAME, "--email", f"{USERNAME}@example.com"]
+                run(argv, site, {**site_env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD})
+            elif argv[2] == "runserver":
+                argv += ["--noreload", f"127.0.0.1:{site_port}"]
+                server = subprocess.Popen(
+                    argv, cwd=site, env={**env, **site_env}, stdout=site_log, stderr=subprocess.STDOUT
+                )
+                finalizers.append(partial(stop, server))
+            else:
+                out = run(argv, site, site_env)
+                if argv[2] == "check":
+                    assert "System check identified no issues" in out, out
+        assert ran == ["migrate", "check", "createsuperuser", "runserver"]
+
+        def answers() -> bool:
+            if server.poll() is not None:
+                return True
+            try:
+                return requests.get(site_url + "/", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        assert wait_until(answers, 30) and server.poll() is None, logs()
+
+        # A logged-out visitor presses Connect on the home page: the login page.
+        browser = requests.Session()
+        home = browser.get(site_url + "/", timeout=10)
+        assert home.status_code == 200, logs()
+        login_page = hop(browser, submit(browser, home, the_form(home, platform="linkedin")))
+        assert login_page.status_code == 200, (login_page.status_code, login_page.url, logs())
+        assert urlsplit(login_page.url).path == "/accounts/login/"
+        login = the_form(login_page, next="/")
+        login.fields.update(username=USERNAME, password=PASSWORD)
+        logged_in = submit(browser, login_page, login)
+        assert logged_in.status_code == 302 and logged_in.headers["Location"] == "/", logs()
+
+        # Logged in: Connect, declined on the fake's hosted page, back on the home page
+        # with the message the home page's template shows.
+        home = hop(browser, logged_in)
+        hosted = hop(browser, submit(browser, home, the_form(home, platform="linkedin")))
+        assert hosted.status_code == 200 and hosted.url.startswith(fake_url + "/connect/"), logs()
+        (choice,) = forms(hosted)
+        returned = submit(browser, hosted, choice, ("action", "deny"))
+        assert returned.headers.get("Location", "").startswith(site_url + "/unipost/return/"), logs()
+        back_home = hop(browser, hop(browser, returned))
+        assert back_home.status_code == 200 and back_home.url == site_url + "/", logs()
+        declined = SimpleNamespace(status="cancelled", platform="linkedin", error_code="")
+        assert html.escape(message_for_outcome(declined)[1]) in back_home.text, back_home.text
+
+        # From the ready-made page, with the site's CSS added: Connect, Approve, and back
+        # there with the account and the success message.
+        connections_url = site_url + "/unipost/connections/"
+        page = browser.get(connections_url, timeout=10)
+        assert page.status_code == 200, logs()
+        assert "body { font-family: system-ui, sans-serif;" in page.text  # the site's own CSS
+        hosted = hop(browser, submit(browser, page, the_form(page, platform="linkedin")))
+        assert hosted.url.startswith(fake_url + "/connect/"), logs()
+        (choice,) = forms(hosted)
+        account_name = choice.fields["account_name"]
+        back = hop(browser, hop(browser, submit(browser, hosted, choice, ("action", "approve"))))
+        assert back.status_code == 200 and back.url == connections_url, logs()
+        connected = SimpleNamespace(status="completed", platform="linkedin", error_code="")
+        assert html.escape(message_for_outcome(connected)[1]) in back.text, back.text
+        assert "LinkedIn" in back.text
+
+        # The fake's signed webhook reaches the site and is accepted; the name shows.
+        def webhook_accepted() -> bool:
+            return re.search(r'"POST /unipost/webhook/ HTTP/1\.1" 200', site_log_path.read_text()) is not None
+
+        assert wait_until(webhook_accepted, 20), logs()
+        assert html.escape(account_name) in browser.get(connections_url, timeout=10).text
 
 
 BUILD_THE_BACKEND = """
