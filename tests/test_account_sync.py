@@ -79,6 +79,7 @@ def test_without_the_flag_accounts_are_not_asked_about(fake: Any, account: Conne
 def test_sync_names_an_account_that_has_no_name_here_and_keeps_one_that_has(
     fake: Any, account: ConnectedAccount
 ) -> None:
+    ConnectedAccount.objects.filter(pk=account.pk).update(account_name="")  # as before any name came
     fake.accounts[account.managed_account_id].account_name = "Ada at UniPost"
     sync()
     account.refresh_from_db()

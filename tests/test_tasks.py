@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client, override_settings
 
-from tests.helpers import URL, SignalLog, start
+from tests.helpers import URL, SignalLog, go_back, start
 from unipost_connect import services, tasks
 from unipost_connect.models import ConnectedAccount, ConnectSession, WebhookEvent
 from unipost_connect.testing import FakeUniPost
@@ -282,24 +282,52 @@ def test_on_a_worker_backend_a_task_names_the_account_a_return_completed(
     session = start(user)
     fake.approve(session.unipost_session_id or "", account_name="Ada's page")
     with django_capture_on_commit_callbacks(execute=True):
-        services.reconcile_session(session)
+        services.reconcile_session(session, name_account=True)
     account = ConnectedAccount.objects.get(user=user)
     assert account.account_name == ""
-    assert enqueued(worker_backend, tasks.sync_account_statuses) == [(session.external_user_id,)]
-    assert run_enqueued(worker_backend, tasks.sync_account_statuses, django_capture_on_commit_callbacks) == [
-        1
-    ]
+    assert enqueued(worker_backend, tasks.sync_account_statuses) == [(session.external_user_id, "linkedin")]
+    synced = run_enqueued(worker_backend, tasks.sync_account_statuses, django_capture_on_commit_callbacks)
+    assert synced == [1]
     account.refresh_from_db()
     assert account.account_name == "Ada's page"
 
 
-def test_with_the_immediate_backend_a_return_makes_no_extra_call_for_the_name(
-    fake: FakeUniPost, user: Any, django_capture_on_commit_callbacks: Any
+def test_with_the_immediate_backend_the_return_names_the_account_at_once(
+    fake: FakeUniPost, user: Any, user_client: Client, django_capture_on_commit_callbacks: Any
 ) -> None:
     session = start(user)
-    fake.approve(session.unipost_session_id or "", account_name="Ada's page")
+    back = fake.approve(session.unipost_session_id or "", account_name="Ada's page")
+    calls_before = len(fake.requests)
+    go_back(user_client, back, django_capture_on_commit_callbacks)
+    assert fake.requests[calls_before:] == [
+        ("GET", f"/v1/connect/sessions/{session.unipost_session_id}"),
+        ("GET", "/v1/accounts"),
+    ]
+    assert ConnectedAccount.objects.get(user=user).account_name == "Ada's page"
+
+
+def test_the_reconcile_command_makes_no_extra_call_for_names(
+    fake: FakeUniPost, user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """At scale the webhook names the accounts: reconciling reads sessions only."""
+    session = start(user)
+    fake.approve(session.unipost_session_id or "")
     calls_before = len(fake.requests)
     with django_capture_on_commit_callbacks(execute=True):
-        services.reconcile_session(session)
-    assert [method for method, _ in fake.requests[calls_before:]] == ["GET"]  # the session only
-    assert ConnectedAccount.objects.get(user=user).account_name == ""  # the webhook names it
+        call_command("unipost_connect_reconcile", "--older-than", "0", stdout=StringIO())
+    assert [method_path[1] for method_path in fake.requests[calls_before:]] == [
+        f"/v1/connect/sessions/{session.unipost_session_id}"
+    ]
+
+
+def test_a_failing_name_read_does_not_spoil_the_return(
+    fake: FakeUniPost, user: Any, user_client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    session = start(user)
+    back = fake.approve(session.unipost_session_id or "")
+    fake.fail_next("accounts", 500, times=5)  # every retry too
+    answer = go_back(user_client, back, django_capture_on_commit_callbacks)
+    assert answer.status_code == 302
+    session.refresh_from_db()
+    assert session.status == "completed"
+    assert ConnectedAccount.objects.get(user=user).account_name == ""  # the webhook will name it

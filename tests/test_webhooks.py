@@ -139,6 +139,7 @@ def test_return_then_webhook_fills_the_account_name(
 ) -> None:
     session = start(user)
     back = fake.approve(session.unipost_session_id, account_name="Alex on LinkedIn")
+    fake.fail_next("accounts", 500, times=5)  # the return's read of the name fails
     go_back(user_client, back, django_capture_on_commit_callbacks)
     session.refresh_from_db()
     assert session.status == "completed"

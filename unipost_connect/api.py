@@ -453,7 +453,7 @@ def session(request: _AuthenticatedRequest, session_id: uuid.UUID) -> HttpRespon
         raise _not_found()
     if found.is_pending:
         try:
-            found = services.reconcile_session(found)
+            found = services.reconcile_session(found, name_account=True)
         except UniPostError as exc:
             raise unipost_failure(exc, message_for_error(exc, platform=found.platform)) from None
     return JsonResponse(session_json(found))

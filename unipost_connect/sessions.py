@@ -121,11 +121,15 @@ def reconcile_session(
     *,
     client: UniPostClient | None = None,
     hint: tuple[str, str] | None = None,
+    name_account: bool = False,
 ) -> ConnectSession:
     """Ask UniPost for the session's truth and apply it. Returns ``session``, updated.
 
     ``hint`` is the return URL's ``(connect_status, reason)``: recorded, never trusted,
     and written in the same UPDATE as the state change when there is one.
+    ``name_account``: for a user waiting on the outcome (the return, the JSON status), a
+    completed session's account that has no name yet gets it from UniPost's account list
+    (see :func:`name_account_later`).
     On an API failure the row's status is left as it was, the error (and the hint) is
     recorded on it, and the :class:`~unipost_connect.errors.UniPostError` is raised.
     """
@@ -139,7 +143,9 @@ def reconcile_session(
         remote = client.get_session(session.unipost_session_id)
         # No refresh afterwards: a change this call made is mirrored on ``session``, and
         # one it lost to a concurrent worker was read back from the database.
-        changed = apply_remote_session(session, remote, extra_fields=extra)
+        changed = apply_remote_session(
+            session, remote, extra_fields=extra, on_completed=name_account_later if name_account else None
+        )
     except UniPostError as exc:
         record_error(session, exc, extra_fields=extra)
         raise
@@ -148,12 +154,32 @@ def reconcile_session(
     return session
 
 
+def name_account_later(account: ConnectedAccount) -> None:
+    """The session answer names no account: when the account this completion gave has no
+    name yet (the webhook that carries it has not come), a task reads it from UniPost's
+    account list, for that platform. Inline (the default backend) it runs as the
+    completion commits, one more call on the way back, so the page the user lands on
+    shows the name; on a worker backend a worker fetches it. A failure is the task's
+    (logged), never the caller's."""
+    if account.account_name or not account.external_user_id:
+        return
+    from . import tasks
+
+    tasks.enqueue_on_commit(tasks.sync_account_statuses, account.external_user_id, account.platform)
+
+
 def apply_remote_session(
-    session: ConnectSession, remote: RemoteSession, *, extra_fields: Mapping[str, Any] | None = None
+    session: ConnectSession,
+    remote: RemoteSession,
+    *,
+    extra_fields: Mapping[str, Any] | None = None,
+    on_completed: Callable[[ConnectedAccount], object] | None = None,
 ) -> bool:
     """Move the local session to the state UniPost reports. True if this call changed it.
 
-    ``extra_fields`` are written in the same UPDATE when the state changes. An answer
+    ``extra_fields`` are written in the same UPDATE when the state changes;
+    ``on_completed`` is called with the account when this call completed the session
+    and gave this session's owner the account (see :func:`complete_session`). An answer
     about another session, or one that cannot be stored, raises
     :class:`~unipost_connect.errors.UniPostResponseError` and changes nothing.
     """
@@ -172,6 +198,7 @@ def apply_remote_session(
             account_id,
             completed_at=bounds.plausible_datetime(remote.completed_at),
             extra_fields=extra_fields,
+            on_completed=on_completed,
         )
     if remote.status in ("expired", "cancelled"):
         return end_session(session, remote.status, extra_fields=extra_fields)
@@ -196,11 +223,13 @@ def complete_session(
     profile_id: str = "",
     completed_at: datetime | None = None,
     extra_fields: Mapping[str, Any] | None = None,
+    on_completed: Callable[[ConnectedAccount], object] | None = None,
 ) -> bool:
     """Mark the session completed and record its account, exactly once.
 
     Returns True for the one caller that made the change; it alone sends
-    ``connect_session_completed`` (after commit).
+    ``connect_session_completed`` (after commit), and calls ``on_completed`` with the
+    account (inside the transaction) when the account is this session's owner's.
     """
     now = timezone.now()
     fields: dict[str, Any] = {
@@ -228,8 +257,8 @@ def complete_session(
                 profile_id=profile_id or session.profile_id,
             )
             _announce_completion(session, account, fields)
-            if _owns(session, account) and not account.account_name:
-                _name_later(account)
+            if on_completed is not None and _owns(session, account):
+                on_completed(account)
     if not won:
         session.refresh_from_db()  # show the caller what the winner recorded
     return bool(won)
@@ -237,16 +266,6 @@ def complete_session(
 
 def _owns(session: ConnectSession, account: ConnectedAccount) -> bool:
     return owned_by(account, external_user_id=session.external_user_id, user_id=session.user_id)
-
-
-def _name_later(account: ConnectedAccount) -> None:
-    """A return completes a session before the webhook that names its account: on a
-    worker backend, a task reads the name (and status) from UniPost's account list.
-    Inline, that would be one more call on the user's way back; the webhook names it."""
-    from . import tasks
-
-    if account.external_user_id and not tasks.runs_inline():
-        tasks.enqueue_on_commit(tasks.sync_account_statuses, account.external_user_id)
 
 
 def _announce_completion(session: ConnectSession, account: ConnectedAccount, fields: dict[str, Any]) -> None:

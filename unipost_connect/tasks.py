@@ -58,11 +58,12 @@ def reconcile_session(session_id: str) -> str:
 
 
 @task()
-def sync_account_statuses(external_user_id: str) -> int:
-    """Copy one end user's account statuses (and missing names) from UniPost; rows changed."""
+def sync_account_statuses(external_user_id: str, platform: str = "") -> int:
+    """Copy one owner's account statuses (and missing names) from UniPost, on one platform
+    or all; rows changed."""
     from .accounts import sync_account_statuses as sync
 
-    return sync(external_user_id)
+    return sync(external_user_id, platform=platform or None)
 
 
 @task()

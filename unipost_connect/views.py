@@ -149,7 +149,7 @@ def return_(request: _AuthenticatedRequest, session_id: uuid.UUID) -> HttpRespon
     session = get_object_or_404(ConnectSession, pk=session_id, user_id=request.user.pk)
     hint = (request.GET.get("connect_status", ""), request.GET.get("reason", ""))
     try:
-        session = services.reconcile_session(session, hint=hint)
+        session = services.reconcile_session(session, hint=hint, name_account=True)
     except UniPostError as exc:
         _tell(request, messages.ERROR, message_for_error(exc, platform=session.platform))
     else:
