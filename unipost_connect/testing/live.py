@@ -51,10 +51,19 @@ def get_live_fake() -> FakeUniPost:
                 api_key=app_settings.API_KEY,
                 base_url=app_settings.API_BASE_URL,
                 webhook_secret=secrets[0] if secrets else "",
-                profiles=(app_settings.PROFILE_ID or DEMO_PROFILE,),
+                profiles=_profiles(),
             )
             _fake.on_webhook = _deliver
         return _fake
+
+
+def _profiles() -> tuple[str, ...]:
+    """The workspace's profiles: the one ``PROFILE_ID`` names, else those a per-tenant
+    ``PROFILE_ID`` function may choose (``settings.UNIPOST_FAKE_PROFILES``), else one."""
+    configured = app_settings.PROFILE_ID
+    if isinstance(configured, str):
+        return (configured,)
+    return tuple(getattr(settings, "UNIPOST_FAKE_PROFILES", ())) or (DEMO_PROFILE,)
 
 
 def webhook_target() -> str:
