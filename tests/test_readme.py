@@ -50,7 +50,13 @@ def test_every_block_is_known() -> None:
     """A new block must get a test here: fail loudly when the README grows one."""
     kinds = [lang for _, lang, _ in BLOCK.findall(README)]
     assert kinds.count("python") == 7
-    assert kinds.count("django") == 3  # the Quickstart's login page, home page, base override
+    # the Quickstart's login page, home page, base override; the script tag (Headless)
+    assert kinds.count("django") == 4
+    # Headless: a page's button, the fetch example, a bundler import, the React hook and
+    # its use (checked against connect.js's exports below)
+    assert kinds.count("html") == 1
+    assert kinds.count("js") == 2
+    assert kinds.count("jsx") == 2
     # demo, test; the Quickstart's install from a checkout, from a wheel, the fake, the
     # site's commands; reconcile
     assert kinds.count("sh") == 7
@@ -453,3 +459,35 @@ def test_settings_documented_match_the_defaults() -> None:
 
     for key in DEFAULTS:
         assert f"`{key}`" in README, f"README does not document {key}"
+
+
+CONNECT_JS = (REPO / "unipost_connect" / "static" / "unipost_connect" / "connect.js").read_text()
+
+
+def test_the_script_tag_block_renders_the_module_with_the_api_urls(rf: Any, db: Any) -> None:
+    from django.contrib.auth.models import AnonymousUser
+    from django.template import engines
+
+    (block,) = (b for b in blocks("django") if "unipost_connect_script" in b)
+    request = rf.get("/")
+    request.user = AnonymousUser()
+    html = engines["django"].from_string(block).render({}, request)
+    assert 'type="module"' in html and "unipost_connect/connect.js" in html
+    assert 'data-sessions-url="/unipost/api/sessions/"' in html
+    assert 'data-session-url="/unipost/api/sessions/{id}/"' in html
+
+
+def test_the_script_examples_use_only_what_connect_js_offers() -> None:
+    """Every ``UniPostConnect.x`` and every name imported from connect.js in the README's
+    examples is one the script exports; every option passed to connect() is one it reads."""
+    exported = set(re.findall(r"^export (?:async )?(?:function|class) (\w+)", CONNECT_JS, re.M))
+    examples = "\n".join(blocks("html") + blocks("js") + blocks("jsx"))
+    used = set(re.findall(r"UniPostConnect\.(\w+)", examples))
+    for names in re.findall(r"import \{([^}]+)\} from \"[^\"]*connect\.js\"", examples):
+        used |= {name.strip() for name in names.split(",")}
+    assert used and used <= exported, used - exported
+    for option in re.findall(r"^\s+(on\w+)\(", examples, re.M):
+        assert re.search(rf"\b{option}\b", CONNECT_JS), option
+    # The fetch example calls the API's real paths.
+    fetch = next(b for b in blocks("js") if "fetch(" in b)
+    assert "/unipost/api/sessions/" in fetch
