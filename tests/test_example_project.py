@@ -393,6 +393,39 @@ REAL_KEY = "up_test_real"
 REAL_SECRET = "whsec_real"
 
 
+def test_a_team_shares_its_accounts_and_a_failed_refresh_is_reconnected(
+    demo: Browser, embedded_site: Site, embedded_states: list[str]
+) -> None:
+    """demo and alex are team Acme, sam is alone (demo/teams.py); the demo's "Try a
+    reconnect" page makes the embedded fake fail a token refresh."""
+    _start(demo, "Pinterest", embedded_states, embedded_site.base_url + "/fake-unipost")
+    demo.press("Approve", account_name="Acme on Pinterest")
+    [row] = [row for row in demo.accounts() if row[1] == "Pinterest"]
+    managed_id = row[4]
+    alex, sam = Browser(embedded_site.base_url), Browser(embedded_site.base_url)
+    alex.log_in("alex", "alex")
+    sam.log_in("sam", "sam")
+    assert [r[4] for r in alex.accounts() if r[1] == "Pinterest"] == [managed_id]
+    assert [r for r in sam.accounts() if r[1] == "Pinterest"] == []
+
+    demo.open("/reconnect-tools/")
+    demo.press("Fail the token refresh of Acme on Pinterest (Pinterest)")
+    assert demo.messages()[0][0] == "info"
+
+    def needs_reconnect() -> bool:
+        alex.open(CONNECTIONS)
+        return [r[0] for r in alex.accounts() if r[1] == "Pinterest"] == ["reconnect_required"]
+
+    assert wait_until(needs_reconnect, timeout=10, interval=0.2), "the refresh failure never arrived"
+    assert "UniPost can no longer post with it until you reconnect it." in _text(alex.text)
+    alex.press("Reconnect Pinterest")  # a teammate reconnects the team's account
+    assert alex.url.startswith(embedded_site.base_url + "/fake-unipost/connect/"), alex.url
+    embedded_states.append(_state_of(alex.url))
+    alex.press("Approve")
+    assert alex.messages() == [("success", "Your Pinterest account is connected.")]
+    assert [r[0::4] for r in alex.accounts() if r[1] == "Pinterest"] == [("active", managed_id)]
+
+
 @dataclass
 class Standalone:
     site: Site

@@ -49,6 +49,8 @@ UNIPOST_CONNECT = {
     "ALLOW_QUICKSTART_CREDS": env.bool("UNIPOST_ALLOW_QUICKSTART_CREDS", default=USE_EMBEDDED_FAKE),
     "RETURN_BASE_URL": env.str("UNIPOST_RETURN_BASE_URL", default="") or None,
     "REDIRECT_URL": "/unipost/connections/",
+    # Teams: demo and alex share team Acme's accounts; sam has his own (demo/teams.py).
+    "EXTERNAL_USER_ID": "demo.teams.team_key",
 }
 # The embedded fake POSTs its signed webhooks this many seconds after the hosted page
 # completes (negative: never; unset: the fake's own default), to this site's webhook URL

@@ -18,3 +18,5 @@ urlpatterns = [
 
 if settings.USE_EMBEDDED_FAKE:
     urlpatterns.append(path("fake-unipost/", include("unipost_connect.testing.live")))
+    # The fake's lever on the account lifecycle (a token refresh that fails).
+    urlpatterns.append(path("reconnect-tools/", views.reconnect_tools, name="reconnect-tools"))
