@@ -58,8 +58,9 @@ def test_every_block_is_known() -> None:
     assert kinds.count("js") == 2
     assert kinds.count("jsx") == 2
     # demo, test; the Quickstart's install from a checkout, from a wheel, the fake, the
-    # site's commands; reconcile
-    assert kinds.count("sh") == 7
+    # site's commands; the fake again in "Testing your site"; reconcile
+    assert kinds.count("sh") == 8
+    assert kinds.count("text") == 1  # what the fake prints on start
 
 
 def test_the_two_commands_exist_and_are_executable() -> None:
@@ -67,6 +68,29 @@ def test_the_two_commands_exist_and_are_executable() -> None:
     assert commands == ["./scripts/demo", "./scripts/test"]
     for command in commands:
         assert os.access(REPO / command, os.X_OK), command
+
+
+def test_the_fake_servers_command_and_what_it_prints() -> None:
+    """The section on testing runs the fake as the Quickstart does, and shows what that very
+    command prints (the command itself is run in tests/test_fake_server_command.py)."""
+    from unipost_connect.testing import FakeUniPost
+    from unipost_connect.testing.server import FakeUniPostServer, _parser, banner
+
+    section = README[README.index("\n## Testing your site\n") :]
+    section = section[: section.index("\n## ", 1)]
+    (command,) = (b.strip() for _, lang, b in BLOCK.findall(section) if lang == "sh")
+    (printed,) = (b.strip() for _, lang, b in BLOCK.findall(section) if lang == "text")
+    quickstart_fake = next(b.strip() for b in blocks("sh") if "unipost_connect.testing.server" in b)
+    assert command == quickstart_fake
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "unipost_connect.testing.server"]
+    args = _parser().parse_args(argv[3:])
+    fake = FakeUniPost(api_key=args.api_key, webhook_secret=args.webhook_secret)
+    server = FakeUniPostServer(fake, args.host, args.port, webhook_url=args.webhook_url)
+    assert banner(server) == printed
+    for option in _parser()._actions:
+        if option.option_strings and option.dest != "help":
+            assert f"`{option.option_strings[0]}`" in section, option.option_strings
 
 
 @pytest.mark.django_db
@@ -306,6 +330,9 @@ def test_a_fresh_startproject_site_following_the_quickstart(tmp_path: Path) -> N
         listening = f"listening on {fake_url}"
         assert wait_until(lambda: listening in fake_log_path.read_text() or fake.poll() is not None, 20)
         assert fake.poll() is None, logs()
+        # What the fake prints to point a site at it is the README's export line.
+        (printed,) = (line for line in fake_log_path.read_text().splitlines() if "export " in line)
+        assert printed.strip() == lines[0].replace("127.0.0.1:8001", f"127.0.0.1:{fake_port}")
 
         ran = []
         for line in lines[1:]:

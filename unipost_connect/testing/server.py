@@ -1,11 +1,18 @@
 """A :class:`~unipost_connect.testing.FakeUniPost` served over real HTTP, on its own.
 
-From a shell (prints the base URL, serves until Ctrl-C or SIGTERM)::
+From a shell (serves until Ctrl-C or SIGTERM; ``--help`` lists every option and its
+default)::
 
-    python -m unipost_connect.testing.server --host 127.0.0.1 --port 8001 \\
-        --api-key up_test_x --webhook-secret whsec_x \\
-        --webhook-url http://127.0.0.1:8000/unipost/webhook/ --latency-ms 0 \\
-        [--hosted-coop same-origin]
+    python -m unipost_connect.testing.server --port 8001 \\
+        --webhook-url http://127.0.0.1:8000/unipost/webhook/
+
+On start it prints its base URL, the API key it accepts, the secret it signs webhooks
+with, where it sends them (or that it sends none, and which option sets the target),
+and the ``export`` line for a site whose settings read ``UNIPOST_API_BASE_URL``,
+``UNIPOST_API_KEY`` and ``UNIPOST_WEBHOOK_SECRET`` (the README's Quickstart). The key and
+secret are printed when they are the fake's defaults (``up_test_fake``, ``whsec_fake``),
+which a user could not otherwise know; ones given with ``--api-key`` or
+``--webhook-secret`` are the user's own and are not echoed.
 
 From Python (tests, benchmarks)::
 
@@ -27,13 +34,15 @@ fake-only test-control routes (:mod:`.control`). With ``hosted_coop`` (``--hoste
 the hosted page answers with that ``Cross-Origin-Opener-Policy``, as UniPost's page (or a
 provider's) may, so a popup flow can be tested cut off from its opener.
 
-Nothing here logs the API key, request bodies or the hosted page's ``state``.
+Nothing here logs an API key or secret given to it, request bodies or the hosted page's
+``state``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import socket
 import socketserver
@@ -329,33 +338,113 @@ class FakeUniPostServer:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Every option's help names its default, so --help is the whole reference.
     parser = argparse.ArgumentParser(
         prog="python -m unipost_connect.testing.server",
         description="Serve a fake UniPost Connect API and hosted page over HTTP.",
+        epilog=(
+            "On start it prints its base URL, the API key it accepts, the webhook secret, where "
+            "webhooks go, and the export line for a site whose settings read UNIPOST_API_BASE_URL, "
+            "UNIPOST_API_KEY and UNIPOST_WEBHOOK_SECRET."
+        ),
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001, help="0 picks a free port")
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the key clients must send")
-    parser.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET, help="signs the webhooks")
-    parser.add_argument("--webhook-url", default="", help="where to POST webhooks (none: not sent)")
-    parser.add_argument("--webhook-delay", type=float, default=DELIVERY_DELAY, help="seconds before delivery")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8001,
+        help="the port to listen on; 0 picks a free one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=DEFAULT_API_KEY,
+        help="the key clients must send as 'Authorization: Bearer <key>' (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        default=DEFAULT_WEBHOOK_SECRET,
+        help="the secret webhooks are signed with (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--webhook-url",
+        default="",
+        metavar="URL",
+        help="where to POST the webhooks, e.g. http://127.0.0.1:8000/unipost/webhook/ "
+        "(default: none, so no webhooks are sent)",
+    )
+    parser.add_argument(
+        "--webhook-delay",
+        type=float,
+        default=DELIVERY_DELAY,
+        metavar="SECONDS",
+        help="the pause between an event and its webhook (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="milliseconds added to every answer (default: %(default)s)",
+    )
     parser.add_argument(
         "--profile",
         action="append",
         dest="profiles",
         metavar="ID",
-        help=f"a profile of the workspace (repeat for several; default {' '.join(DEFAULT_PROFILES)})",
+        help=f"a profile of the workspace; repeat for several (default: {' '.join(DEFAULT_PROFILES)})",
     )
     parser.add_argument(
         "--hosted-coop",
         default="",
         metavar="POLICY",
-        help="send this Cross-Origin-Opener-Policy from the hosted page, e.g. same-origin",
+        help="send this Cross-Origin-Opener-Policy from the hosted page, e.g. same-origin "
+        "(default: none is sent)",
     )
-    parser.add_argument("--no-envelope", action="store_true", help="answer without the data envelope")
-    parser.add_argument("--verbose", "-v", action="store_true", help="log each request (state redacted)")
+    parser.add_argument(
+        "--no-envelope",
+        action="store_true",
+        help='answer without the {"data": ...} envelope (default: enveloped, as the live server answers)',
+    )
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="log each request to stderr, the hosted state redacted (default: off)",
+    )
     return parser
+
+
+def banner(server: FakeUniPostServer) -> str:
+    """What the command prints on start: where the fake is, what it accepts, where its
+    webhooks go, and how a site is pointed at it. A key or secret is printed only when it
+    is the fake's default; one the user gave is theirs, and is not echoed."""
+    fake = server.fake
+    key = fake.api_key if fake.api_key == DEFAULT_API_KEY else None
+    secret = fake.webhook_secret if fake.webhook_secret == DEFAULT_WEBHOOK_SECRET else None
+    if server.webhooks is not None:
+        target = f"POSTed to {server.webhooks.url}, {server.webhooks.delay:g} s after each event"
+    else:
+        target = "none sent (--webhook-url http://<your site>/unipost/webhook/ sends them there)"
+    lines = [
+        f"Fake UniPost listening on {server.base_url}",
+        f"  API key:         {key or '(the one given with --api-key; not echoed)'}",
+        f"  webhook secret:  {secret or '(the one given with --webhook-secret; not echoed)'}",
+        f"  webhooks:        {target}",
+        f"  profiles:        {' '.join(fake.profiles)}",
+    ]
+    if server.hosted_coop:
+        lines.append(f"  hosted page:     Cross-Origin-Opener-Policy: {server.hosted_coop}")
+    exports = {
+        "UNIPOST_API_BASE_URL": server.base_url,
+        "UNIPOST_API_KEY": key or "<your --api-key>",
+        "UNIPOST_WEBHOOK_SECRET": secret or "<your --webhook-secret>",
+    }
+    lines += [
+        "Point a site at it (the README's Quickstart settings read these variables):",
+        "  export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in exports.items()),
+        "Ctrl-C stops it.",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -390,8 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    target = f", webhooks to {args.webhook_url}" if args.webhook_url else ""
-    print(f"Fake UniPost listening on {server.base_url}{target}", flush=True)
+    print(banner(server), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
