@@ -48,7 +48,7 @@ def test_the_connections_page_offers_a_reconnect(
     fake.accounts[account.managed_account_id].status = "reconnect_required"
     sync()
     page = user_client.get("/unipost/connections/").content.decode()
-    assert "Reconnect required" in page
+    assert "Needs reconnect" in page
     assert "Reconnect LinkedIn" in page
 
 

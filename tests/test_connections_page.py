@@ -115,8 +115,8 @@ def test_empty_page(user_client):
     answer = user_client.get(CONNECTIONS)
     assert answer.status_code == 200
     html = answer.content.decode()
-    assert "<h1>Connections</h1>" in html
-    assert "No accounts connected yet." in html
+    assert '<h1 class="upc-title">Connections</h1>' in html
+    assert html.count("Not connected</p>") == len(ALL_PLATFORMS)  # a card per platform
     assert disconnect_forms(html) == []
 
 
@@ -154,9 +154,10 @@ def test_accounts_are_listed_with_reconnect_and_disconnect(user_client, user, ot
     answer = user_client.get(CONNECTIONS)
     html = answer.content.decode()
 
-    assert "Alex on LinkedIn" in html and linkedin.managed_account_id in html
-    assert "alex.bsky.social" in html
-    assert "Reconnect required" in html and "Disconnected" in html and "Active" in html
+    assert "Connected as <strong>Alex on LinkedIn</strong>" in html
+    assert "Needs reconnect" in html and "alex.threads" in html
+    assert "alex.bsky.social" not in html  # disconnected: history, not a card's account
+    assert linkedin.managed_account_id not in html and threads.managed_account_id not in html
     assert "Blake" not in html
     labels = {f["inputs"]["platform"]: button_text(f) for f in connect_forms(html)}
     assert labels["linkedin"] == "Reconnect LinkedIn"
@@ -171,13 +172,15 @@ def test_accounts_are_listed_with_reconnect_and_disconnect(user_client, user, ot
         assert form["method"] == "post"
         assert form["inputs"]["csrfmiddlewaretoken"]
         assert form["inputs"]["next"] == CONNECTIONS
-    assert "Disconnect Alex on LinkedIn (LinkedIn)" in [button_text(f) for f in disconnects]
+    # Behind a confirmation that needs no JavaScript: a <details> whose form says what goes.
+    assert "Yes, disconnect Alex on LinkedIn (LinkedIn)" in [button_text(f) for f in disconnects]
+    assert html.count('<details class="unipost-disconnect">') == 2
 
 
 def test_an_account_without_a_name_still_has_a_named_button(user_client, user):
     make_account(user, "linkedin", account_name="")
     texts = [button_text(f) for f in disconnect_forms(user_client.get(CONNECTIONS).content)]
-    assert texts == ["Disconnect LinkedIn"]
+    assert texts == ["Yes, disconnect your LinkedIn account"]
 
 
 def test_recent_sessions_and_messages_are_shown(fake, user_client):
@@ -191,7 +194,7 @@ def test_recent_sessions_and_messages_are_shown(fake, user_client):
     assert 'role="status"' in html
     assert "You declined the authorization, so no LinkedIn account was connected." in html
     assert "Recent connection attempts" in html
-    assert "Cancelled" in html
+    assert "Not connected: you declined" in html
     # Shown once: the next page has no message.
     assert "You declined" not in user_client.get(CONNECTIONS).content.decode()
 
@@ -201,8 +204,9 @@ def test_the_page_is_accessible_html(user_client, user):
     html = user_client.get(CONNECTIONS).content.decode()
     assert re.search(r'<html lang="[a-z-]+"', html)
     assert "<script" not in html
-    assert 'aria-labelledby="unipost-accounts-heading"' in html
-    assert '<th scope="col">' in html
+    assert 'aria-labelledby="upc-accounts-heading"' in html
+    assert re.search(r'<h3 class="upc-card__title">LinkedIn</h3>', html)
+    assert 'aria-hidden="true"' in html  # the drawn monogram is decoration
     for form in forms_of(html):
         assert form["buttons"] and all(b["text"].strip() for b in form["buttons"])
 
@@ -260,7 +264,8 @@ def test_disconnect_button_alone(rf: RequestFactory, user):
     form = disconnect_forms(html)[0]
     assert form["action"] == reverse("unipost_connect:disconnect", args=[account.pk])
     assert form["inputs"] == {"csrfmiddlewaretoken": "tok", "next": "/p/"}
-    assert button_text(form) == "Disconnect Alex (LinkedIn)"
+    assert button_text(form) == "Yes, disconnect Alex (LinkedIn)"
+    assert "<summary" in html and "Disconnect" in html
 
 
 # -- disconnecting ------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import re
 import secrets
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -174,21 +173,29 @@ class Browser:
         found = re.findall(r'<li class="unipost-message ([^"]*)">(.*?)</li>', self.text, re.S)
         return [(level.strip(), html.unescape(text).strip()) for level, text in found]
 
-    def accounts(self) -> list[tuple[str, ...]]:
-        """Rows of the Connections page's account table: (status class, platform, name, ...)."""
-        return [
-            (status, *(_text(cell) for cell in re.findall(r"<td>(.*?)</td>", row, re.S)))
-            for status, row in re.findall(
-                r'<tr class="unipost-account unipost-status-([\w-]+)">(.*?)</tr>', self.text, re.S
-            )
-        ]
+    def accounts(self) -> list[tuple[str, str, str, int]]:
+        """The accounts on the Connections page's cards: (status, platform, name, local id)."""
+        found = []
+        for card in self.text.split('<li class="upc-card ')[1:]:
+            card = card.split("</section>")[0]
+            platform = _text(re.search(r'<h3 class="upc-card__title">(.*?)</h3>', card, re.S).group(1))
+            for status, pk, body in re.findall(
+                r'<li class="upc-account upc-status-([\w-]+)" id="upc-account-(\d+)">(.*?)</li>', card, re.S
+            ):
+                state = re.search(r'<p class="upc-account__state">(.*?)</p>', body, re.S)
+                name = re.search(r"<strong>(.*?)</strong>", state.group(1), re.S) if state else None
+                found.append((status, platform, _text(name.group(1)) if name else "", int(pk)))
+        return found
 
     def sessions(self) -> list[tuple[str, str]]:
-        """(status class, platform) of the recent sessions the Connections page lists."""
+        """(status class, platform) of the recent attempts the Connections page lists."""
         return [
             (status, _text(platform))
             for status, platform in re.findall(
-                r'<tr class="unipost-session unipost-status-([\w-]+)"><td>(.*?)</td>', self.text, re.S
+                r'<li class="upc-attempt upc-status-([\w-]+)">'
+                r'<span class="upc-attempt__platform">(.*?)</span>',
+                self.text,
+                re.S,
             )
         ]
 
@@ -291,7 +298,9 @@ def test_approve_connects_the_account(demo: Browser, embedded_site: Site, embedd
     assert demo.messages() == [("success", "Your LinkedIn account is connected.")]
     [account] = [row for row in demo.accounts() if row[1] == "LinkedIn"]
     assert account[0] == "active"
-    assert str(uuid.UUID(account[4])) == account[4]  # the managed account id, a UUID as UniPost gives
+    # Named right after the return (the return reads UniPost's account list).
+    assert account[2] == "Ada on LinkedIn"
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-", demo.text)  # no internal ids shown
     assert "Reconnect LinkedIn" in {b["text"] for f in demo.forms() for b in f.buttons}
 
     # The fake's signed webhook follows 0.2 s later: accepted, and nothing is doubled.
@@ -302,7 +311,6 @@ def test_approve_connects_the_account(demo: Browser, embedded_site: Site, embedd
     assert wait_until(webhook_stored, timeout=10), "the embedded fake's webhook never arrived"
     demo.open(CONNECTIONS)
     [account] = [row for row in demo.accounts() if row[1] == "LinkedIn"]
-    # Only the webhook carries the account's name (a session read does not).
     assert account[0] == "active" and account[2] == "Ada on LinkedIn", account
 
 
@@ -401,11 +409,11 @@ def test_a_team_shares_its_accounts_and_a_failed_refresh_is_reconnected(
     _start(demo, "Pinterest", embedded_states, embedded_site.base_url + "/fake-unipost")
     demo.press("Approve", account_name="Acme on Pinterest")
     [row] = [row for row in demo.accounts() if row[1] == "Pinterest"]
-    managed_id = row[4]
+    account_id = row[3]
     alex, sam = Browser(embedded_site.base_url), Browser(embedded_site.base_url)
     alex.log_in("alex", "alex")
     sam.log_in("sam", "sam")
-    assert [r[4] for r in alex.accounts() if r[1] == "Pinterest"] == [managed_id]
+    assert [r[3] for r in alex.accounts() if r[1] == "Pinterest"] == [account_id]
     assert [r for r in sam.accounts() if r[1] == "Pinterest"] == []
 
     demo.open("/reconnect-tools/")
@@ -423,7 +431,8 @@ def test_a_team_shares_its_accounts_and_a_failed_refresh_is_reconnected(
     embedded_states.append(_state_of(alex.url))
     alex.press("Approve")
     assert alex.messages() == [("success", "Your Pinterest account is connected.")]
-    assert [r[0::4] for r in alex.accounts() if r[1] == "Pinterest"] == [("active", managed_id)]
+    # The same account (one row per managed account), active again.
+    assert [r[0::3] for r in alex.accounts() if r[1] == "Pinterest"] == [("active", account_id)]
 
 
 @dataclass
@@ -473,7 +482,8 @@ def test_flow_against_the_standalone_fake(standalone: Standalone) -> None:
     assert session.status == "completed"
     assert (session.return_url or "").startswith(standalone.site.base_url + "/unipost/return/")
     [account] = browser.accounts()
-    assert account[4] == session.managed_account_id
+    browser.open(f"/admin/unipost_connect/connectedaccount/{account[3]}/change/")
+    assert session.managed_account_id in browser.text  # staff see the managed id; users do not
 
     api_calls = [
         (r.method, r.path, r.status, r.authorized) for r in server.log if not r.path.startswith("/connect/")

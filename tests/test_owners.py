@@ -341,9 +341,9 @@ def test_the_connections_page_lists_the_team_account_for_a_teammate_and_not_for_
     cy = member(django_user_model, "cy", "b")
     account = connect(fake, ada, django_capture_on_commit_callbacks)
     page = browser(bo).get("/unipost/connections/").content.decode()
-    assert account.managed_account_id in page
+    assert f'id="upc-account-{account.pk}"' in page and account.account_name in page
     assert "Reconnect LinkedIn" in page  # the team's account is active: connecting again refreshes it
-    assert account.managed_account_id not in browser(cy).get("/unipost/connections/").content.decode()
+    assert f'id="upc-account-{account.pk}"' not in browser(cy).get("/unipost/connections/").content.decode()
     refused = browser(cy).post(f"/unipost/accounts/{account.pk}/disconnect/")
     assert refused.status_code == 404
 
@@ -353,7 +353,7 @@ def test_can_manage_account_refusing_is_honoured_on_the_html_path(
 ) -> None:
     ada, bo, account = admins_only
     page = browser(bo).get("/unipost/connections/").content.decode()
-    assert account.managed_account_id in page
+    assert f'id="upc-account-{account.pk}"' in page
     assert f"/unipost/accounts/{account.pk}/disconnect/" not in page  # no button to press
     answer = browser(bo).post(f"/unipost/accounts/{account.pk}/disconnect/")
     assert answer.status_code == 302
@@ -373,9 +373,9 @@ def test_an_account_needing_a_reconnect_shows_it_on_the_page_the_tag_the_api_and
     with django_capture_on_commit_callbacks(execute=True):
         services.apply_webhook_payload(fake.fail_token_refresh(account.managed_account_id).payload)
     page = browser(user).get("/unipost/connections/").content.decode()
-    assert "Reconnect required" in page
+    assert "Needs reconnect" in page
     assert "until you reconnect it" in page
-    assert page.count("Reconnect LinkedIn") == 2  # in the account's row and in the platform list
+    assert page.count("Reconnect LinkedIn") == 1  # the card's button
     (listed,) = Api(browser(user)).accounts().json()["accounts"]
     assert listed["status"] == "reconnect_required"
     changelist = admin_client.get("/admin/unipost_connect/connectedaccount/").content.decode()

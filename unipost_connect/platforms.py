@@ -27,6 +27,20 @@ PLATFORM_LABELS: dict[str, str] = {
     "pinterest": "Pinterest",
 }
 
+# For the platform cards: a brand colour white text reads on at WCAG AA (4.5:1; some
+# brands' own are darkened to get there) and the letters of a drawn monogram.
+PLATFORM_STYLES: dict[str, tuple[str, str]] = {
+    "twitter": ("#000000", "X"),
+    "linkedin": ("#0a66c2", "in"),
+    "bluesky": ("#0a62c9", "bs"),
+    "youtube": ("#c4000f", "YT"),
+    "tiktok": ("#111111", "TT"),
+    "instagram": ("#b9206b", "IG"),
+    "threads": ("#1c1c1c", "@"),
+    "facebook": ("#0860e0", "f"),
+    "pinterest": ("#bd081c", "P"),
+}
+
 # Bluesky uses app passwords: no OAuth app, so no platform credentials are involved, and
 # each connect may make a new account.
 OAUTH_FREE_PLATFORMS = frozenset({"bluesky"})

@@ -153,3 +153,20 @@ def message_for_outcome(session: ConnectSession) -> tuple[int, str]:
     return messages.INFO, _(
         "Your %(platform)s connection is not finished yet. If you completed it, it will appear here shortly."
     ) % {"platform": label}
+
+
+def attempt_outcome(session: ConnectSession) -> str:
+    """A past connection attempt, in the words its user would use (the attempts list)."""
+    if session.status == ConnectSession.Status.COMPLETED:
+        if session.error_code == ACCOUNT_CONFLICT:
+            return _("Not added: that account belongs to someone else")
+        return _("Connected")
+    if session.status == ConnectSession.Status.CANCELLED:
+        return _("Not connected: you declined")
+    if session.status == ConnectSession.Status.EXPIRED:
+        return _("Not connected: it timed out. Try again")
+    if session.status == ConnectSession.Status.FAILED:
+        return _("Not connected: it could not start. Try again")
+    if session.return_status in ("error", "cancelled"):
+        return _("Not connected: try again")
+    return _("Not finished yet")

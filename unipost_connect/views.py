@@ -27,7 +27,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST, require_safe
 
-from . import services, webhooks
+from . import connections_page, services, webhooks
 from .conf import app_settings
 from .errors import UniPostError, UniPostResponseError
 from .models import ConnectSession
@@ -163,19 +163,19 @@ def return_(request: _AuthenticatedRequest, session_id: uuid.UUID) -> HttpRespon
 @require_safe
 @login_required
 def connections(request: _AuthenticatedRequest) -> HttpResponse:
-    """The accounts of the user's owner (a team's, say), a connect control per platform,
-    and the user's recent sessions."""
+    """A card per platform with the accounts of the user's owner (a team's, say) and what
+    the user may do with them, and the user's recent attempts."""
     accounts = list(services.user_accounts(request.user))
-    rows = [(account, services.can_manage(request.user, account)) for account in accounts]
-    platforms = [(p, platform_label(p)) for p in app_settings.PLATFORMS]
+    sessions = services.user_sessions(request.user, limit=10)
     return render(
         request,
         "unipost_connect/connections.html",
         {
+            "cards": connections_page.platform_cards(request.user, app_settings.PLATFORMS, accounts),
+            "attempts": connections_page.attempts(sessions),
+            # For templates of a site's own: the same, unarranged.
             "accounts": accounts,
-            "account_rows": rows,
-            "platforms": platforms,
-            "sessions": services.user_sessions(request.user, limit=10),
+            "sessions": sessions,
             # Handed to {% unipost_connect_button %} so it does not query once per platform.
             CONNECTED_ACCOUNTS_CONTEXT_KEY: services.button_accounts(accounts),
         },
