@@ -32,8 +32,8 @@ LANGUAGES = ("de", "fr")
 
 # Words that are the same in the language as in English.
 SAME_IN = {
-    "de": {"Status", "UniPost Connect", "Detail", "Popup"},
-    "fr": {"Actions", "UniPost Connect"},
+    "de": {"Status", "UniPost Connect", "Detail", "Popup", "%(name)s (%(platform)s)"},
+    "fr": {"Actions", "UniPost Connect", "%(name)s (%(platform)s)", "session"},
 }
 
 
