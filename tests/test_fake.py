@@ -679,6 +679,22 @@ def test_hosted_page_get_shows_the_form(fake: FakeUniPost) -> None:
     assert page.headers["Content-Type"].startswith("text/html")
 
 
+def test_hosted_page_says_which_site_asked_and_links_back(fake: FakeUniPost) -> None:
+    data = created(fake, return_url="https://site.test/back/?ref=7")
+    page = hosted(fake, data["url"]).body.decode()
+    assert "https://site.test asks to connect your LinkedIn account." in page
+    assert "<a href='https://site.test/'>Back to https://site.test</a>" in page
+    # After an approval that does not return, the page still leads back.
+    done = hosted(fake, data["url"], "POST", "action=approve_stay").body.decode()
+    assert "Back to https://site.test" in done
+
+
+def test_hosted_page_of_a_session_without_return_url_names_no_site(fake: FakeUniPost) -> None:
+    data = created(fake)
+    page = hosted(fake, data["url"]).body.decode()
+    assert "A site asks to connect" in page and "Back to" not in page
+
+
 def test_hosted_page_is_served_through_responses_too(fake: FakeUniPost) -> None:
     data = created(fake)
     page = requests.get(data["url"], timeout=5)

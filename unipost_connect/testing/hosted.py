@@ -12,7 +12,7 @@ import dataclasses
 import html
 import secrets
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from ..platforms import PLATFORM_LABELS
 from .records import FakeResponse, FakeSession
@@ -93,8 +93,10 @@ def _press(fake: FakeUniPost, session: FakeSession, params: dict[str, str]) -> F
         return fake.fail_on_hosted_page(session.id, action)
     if action in ("approve", "approve_stay"):
         target = fake.approve(session.id, account_name=params.get("account_name") or None)
-        if action == "approve_stay":  # like UniPost's own success page: no way back
-            return page(200, "Connected", "Your account is connected. You can close this page.")
+        if action == "approve_stay":  # like UniPost's own success page: no redirect back
+            return page(
+                200, "Connected", "Your account is connected. You can close this page.", _back_link(session)
+            )
     elif action == "deny":
         target = fake.deny(session.id)
     elif action == "error":
@@ -102,7 +104,12 @@ def _press(fake: FakeUniPost, session: FakeSession, params: dict[str, str]) -> F
     else:
         return page(400, "Unknown action", "Choose one of the buttons on the page.")
     if target is None:  # no return_url: UniPost's page is where the flow ends
-        return page(200, "Done", f"The connect session is now {session.status}. You can close this page.")
+        return page(
+            200,
+            "Done",
+            f"The connect session is now {session.status}. You can close this page.",
+            _back_link(session),
+        )
     return FakeResponse(302, b"", {"Location": target})
 
 
@@ -113,8 +120,8 @@ def page(status: int, title: str, text: str, inner: str = "") -> FakeResponse:
         f"<title>{html.escape(title)} · Fake UniPost</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}"
         "button{font-size:1rem;padding:.5rem 1rem;margin:.25rem}</style></head><body>"
-        f"<p><strong>Fake UniPost</strong> (for tests and demos)</p><h1>{html.escape(title)}</h1>"
-        f"<p>{html.escape(text)}</p>{inner}</body></html>"
+        f"<header><p><strong>Fake UniPost</strong> (for tests and demos)</p></header>"
+        f"<main><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{inner}</main></body></html>"
     )
     return FakeResponse(status, document.encode(), {"Content-Type": "text/html; charset=utf-8"})
 
@@ -150,4 +157,25 @@ def _form(session: FakeSession) -> FakeResponse:
         " (the site learns of it by webhook only)</p>"
         f"<p>Failures shown on this page, with no way back to the site: {failure_buttons}</p></form>"
     )
-    return page(200, f"Connect your {label} account", f"A site asks to connect your {label} account.", form)
+    site = _site(session)
+    asker = f"{site} asks" if site else "A site asks"
+    return page(
+        200,
+        f"Connect your {label} account",
+        f"{asker} to connect your {label} account.",
+        form + _back_link(session),
+    )
+
+
+def _site(session: FakeSession) -> str:
+    """The origin of the site that asked (its return URL's), or "" when it gave none."""
+    parts = urlsplit(session.return_url or "")
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else ""
+
+
+def _back_link(session: FakeSession) -> str:
+    """A plain link to the asking site's home, so no page of the fake is a dead end."""
+    site = _site(session)
+    if not site:
+        return ""
+    return f"<p><a href='{html.escape(site)}/'>Back to {html.escape(site)}</a></p>"
