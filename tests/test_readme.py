@@ -57,6 +57,7 @@ def test_every_block_is_known() -> None:
     assert kinds.count("html") == 1
     assert kinds.count("js") == 2
     assert kinds.count("jsx") == 2
+    assert kinds.count("css") == 1  # theming
     # demo, test; the Quickstart's install from a checkout, from a wheel, the fake, the
     # site's commands; the fake again in "Testing your site"; reconcile
     assert kinds.count("sh") == 8
@@ -518,3 +519,23 @@ def test_the_script_examples_use_only_what_connect_js_offers() -> None:
     # The fetch example calls the API's real paths.
     fetch = next(b for b in blocks("js") if "fetch(" in b)
     assert "/unipost/api/sessions/" in fetch
+
+
+def test_the_theming_block_and_list_name_only_properties_the_stylesheet_has() -> None:
+    css = (REPO / "unipost_connect" / "static" / "unipost_connect" / "connections.css").read_text()
+    card = (
+        REPO / "unipost_connect" / "templates" / "unipost_connect" / "includes" / "platform_card.html"
+    ).read_text()
+    defined = set(re.findall(r"(--upc-[a-z-]+):", css + card))  # each card sets --upc-brand
+    (block,) = blocks("css")
+    section = README.split("**Theming the connections page.**", 1)[1].split("![", 1)[0]
+    named = set(re.findall(r"--upc-[a-z-]+", block + section))
+    named = {n for n in named if not n.endswith("-")}  # "--upc-success-*" and the like
+    assert named and named <= defined, named - defined
+    for family in ("--upc-success-", "--upc-error-", "--upc-info-"):
+        assert any(name.startswith(family) for name in defined), family
+
+
+def test_the_screenshots_the_readme_shows_are_committed() -> None:
+    for path in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", README):
+        assert (REPO / path).is_file(), path
