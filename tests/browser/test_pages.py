@@ -141,3 +141,33 @@ def shoot(page: Any, directory: Path, name: str) -> None:
     path = directory / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 1000
+
+
+def test_the_popup_return_page_passes_the_audit(page: Any, demo_site: str) -> None:
+    """The page a popup flow ends on, held still (its script, which reports and moves on,
+    is not loaded) so the audit sees it."""
+    expect = _expect()
+    log_in(page, demo_site)
+    page.route("**/popup_return.js", lambda route: route.abort())
+    token = page.evaluate("document.cookie.match(/csrftoken=([^;]+)/)[1]")
+    started = page.request.post(
+        demo_site + "/unipost/api/sessions/",
+        data={"platform": "tiktok", "popup": True},
+        headers={"X-CSRFToken": token, "Referer": demo_site + CONNECTIONS},
+    )
+    assert started.status == 201, started.text()
+    page.goto(started.json()["url"])
+    page.get_by_role("button", name="Approve", exact=True).click()
+    page.wait_for_url(re.compile(re.escape(demo_site + "/unipost/return/")))
+    expect(page.get_by_role("status")).to_contain_text("Finishing the connection")
+    assert no_sideways_scroll(page)
+    assert serious_violations(page) == []
+
+
+def test_the_admin_funnel_passes_the_audit(page: Any, demo_site: str, screenshot_dir: Path) -> None:
+    log_in(page, demo_site)
+    page.goto(demo_site + "/admin/unipost_connect/")
+    page.get_by_role("link", name="Connect funnel").first.click()
+    page.wait_for_load_state()
+    assert serious_violations(page) == []
+    shoot(page, screenshot_dir, "admin-funnel")
