@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# username -> team; a user not listed is an owner of their own.
+# username -> team; a user not listed is an owner of their own (keyed as by default).
 TEAMS = {"demo": "acme", "alex": "acme"}
 
 # The demo logins (username = password), as demo_setup creates them.
@@ -16,5 +16,6 @@ DEMO_USERS = (("demo", "Acme"), ("alex", "Acme"), ("sam", None))
 
 
 def team_key(user: Any) -> str:
+    """A team's key; anyone else keeps the default key, their primary key."""
     team = TEAMS.get(user.get_username())
-    return f"team-{team}" if team else f"user-{user.pk}"
+    return f"team-{team}" if team else str(user.pk)

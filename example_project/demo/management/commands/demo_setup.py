@@ -25,9 +25,10 @@ class Command(BaseCommand):
                 user.set_password(username)
                 user.save()
             # A demo database from before teams: its accounts move to the user's team key.
-            ConnectedAccount.objects.filter(user=user, external_user_id=str(user.pk)).update(
-                external_user_id=team_key(user)
-            )
+            if team_key(user) != str(user.pk):
+                ConnectedAccount.objects.filter(user=user, external_user_id=str(user.pk)).update(
+                    external_user_id=team_key(user)
+                )
             where = f"team {team}" if team else "on his own"
             self.stdout.write(
                 f"Demo login: {username} / {username} ({where})" + (" (created)" if created else "")
