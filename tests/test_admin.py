@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from tests.helpers import start
 from unipost_connect import services
-from unipost_connect.admin import user_search_fields
+from unipost_connect.admin import LISTED_FAILURES, short_id, user_search_fields
 from unipost_connect.client import get_client
 from unipost_connect.models import ConnectedAccount, ConnectSession, WebhookEvent
 
@@ -111,6 +112,80 @@ def test_status_is_a_coloured_badge_with_text(admin_client, fake, user):
     assert 'style="color:#1e6b2f;background:#d7f5de' in page and ">Completed</span>" in page
     page = admin_client.get(changelist(ConnectedAccount)).content.decode()
     assert ">Active</span>" in page
+
+
+def column_headers(page: str) -> list[str]:
+    head = page.split('<table id="result_list">', 1)[1].split("</thead>", 1)[0]
+    return re.findall(r'<th scope="col" class="[^"]*column-(\w+)', head)
+
+
+def test_the_sessions_list_opens_with_a_short_id_user_platform_and_status(admin_client, fake, user):
+    session = make_session(user)
+    page = listed(admin_client, ConnectSession)
+    assert column_headers(page) == [
+        "session_id",
+        "who",
+        "platform",
+        "status_badge",
+        "created",
+        "expires",
+        "error",
+    ]
+    # The first 8 hex characters link to the change page; the whole id is in the tooltip.
+    link = (
+        f'<a href="{change(session)}"><span class="unipost-id" title="{session.pk}">'
+        f"{session.pk.hex[:8]}…</span></a>"
+    )
+    assert link in page
+    assert f">{session.pk}<" not in page
+    assert '<span class="unipost-clip" title="alex">alex</span>' in page
+    assert "unipost_connect/admin.css" in page  # one line per row (white-space: nowrap)
+
+
+def test_the_sessions_list_shows_narrow_times_with_the_full_ones_in_tooltips(admin_client, user):
+    created = datetime(2026, 3, 4, 23, 50, tzinfo=UTC)
+    ConnectSession.objects.create(
+        user=user,
+        platform="linkedin",
+        external_user_id="x",
+        unipost_session_id="cs_late",
+        created_at=created,
+        expires_at=created + timedelta(minutes=30),  # past midnight: the time says it
+    )
+    ConnectSession.objects.create(
+        user=user,
+        platform="bluesky",
+        external_user_id="x",
+        unipost_session_id="cs_odd",
+        created_at=created,
+        expires_at=created + timedelta(days=2),
+    )
+    ConnectSession.objects.create(
+        user=user, platform="threads", external_user_id="x", status="failed", error_code="UNIPOST_UNREACHABLE"
+    )
+    page = listed(admin_client, ConnectSession)
+    assert (
+        '<time datetime="2026-03-04T23:50:00+00:00" title="March 4, 2026, 11:50 p.m.">2026-03-04 23:50</time>'
+        in page
+    )
+    assert '<time datetime="2026-03-05T00:20:00+00:00" title="March 5, 2026, 12:20 a.m.">00:20</time>' in page
+    assert ">2026-03-06 23:50</time>" in page  # more than a day later: with its date
+    assert '<span class="unipost-clip" title="UNIPOST_UNREACHABLE">UNIPOST_UNREACHABLE</span>' in page
+    # Sorting by the narrow columns sorts by their fields.
+    for index in range(1, 8):
+        assert listed(admin_client, ConnectSession, f"?o={index}")
+
+
+def test_the_accounts_list_shows_short_ids_too(admin_client, fake, user):
+    completed_session(fake, user)
+    account = ConnectedAccount.objects.get()
+    page = listed(admin_client, ConnectedAccount)
+    assert f'title="{account.managed_account_id}">{account.managed_account_id[:8]}…</span></a>' in page
+    assert "unipost_connect/admin.css" in page
+
+
+def test_a_short_id_is_shown_whole_when_it_is_short():
+    assert short_id("sa_12345") == '<span class="unipost-id">sa_12345</span>'
 
 
 def test_webhook_events_are_listed_read_only_with_their_result(admin_client, fake):
@@ -303,7 +378,7 @@ def test_refresh_from_unipost_reconciles_the_selected_sessions(admin_client, fak
         admin_client, ConnectSession, "refresh_from_unipost", [approved, denied, waiting, never_started]
     )
     assert answer.status_code == 200
-    assert texts(answer) == ["3 sessions changed."]
+    assert texts(answer) == ["Checked 4 sessions: 3 changed, none failed."]
     statuses = {s.platform: s.status for s in ConnectSession.objects.all()}
     assert statuses == {
         "linkedin": "completed",
@@ -322,11 +397,10 @@ def test_refresh_reports_a_failing_session_with_code_and_request_id(admin_client
     fake.approve(fine.unipost_session_id)
     fake.fail_next("get", 500, message="boom", headers={"X-Request-Id": "req_admin"}, times=3)
     answer = run_action(admin_client, ConnectSession, "refresh_from_unipost", [failing, fine])
-    messages = texts(answer)
-    assert messages[0] == (
-        f"Session {failing.pk} was not refreshed: INTERNAL_ERROR, HTTP 500, request id req_admin."
-    )
-    assert messages[1] == "1 session changed."
+    assert texts(answer) == [
+        "Checked 2 sessions: 1 changed, 1 failed (INTERNAL_ERROR, HTTP 500).",
+        f"Session {failing.pk} was not refreshed: INTERNAL_ERROR, HTTP 500, request id req_admin.",
+    ]
     failing.refresh_from_db()
     assert (failing.status, failing.error_code) == ("pending", "INTERNAL_ERROR")
     assert failing.request_id == "req_admin"
@@ -335,12 +409,60 @@ def test_refresh_reports_a_failing_session_with_code_and_request_id(admin_client
     assert "INTERNAL_ERROR" in page and "req_admin" in page
 
 
+def test_refresh_reports_how_many_it_checked_changed_and_failed(admin_client, fake, user):
+    failing = make_session(user, minutes_ago=25)
+    approved = make_session(user, platform="bluesky", minutes_ago=20)
+    denied = make_session(user, platform="threads", minutes_ago=15)
+    waiting = make_session(user, platform="tiktok", minutes_ago=10)
+    completed = completed_session(fake, user, platform="youtube", minutes_ago=5)
+    fake.approve(approved.unipost_session_id)
+    fake.deny(denied.unipost_session_id)
+    # The oldest is refreshed first: its GET (and the client's retries) answer 503.
+    fake.fail_next("get", 503, headers={"X-Request-Id": "req_busy"}, times=3)
+    answer = run_action(
+        admin_client, ConnectSession, "refresh_from_unipost", [failing, approved, denied, waiting, completed]
+    )
+    assert texts(answer) == [
+        "Checked 5 sessions: 2 changed, 1 failed (INTERNAL_ERROR, HTTP 503).",
+        f"Session {failing.pk} was not refreshed: INTERNAL_ERROR, HTTP 503, request id req_busy.",
+    ]
+    levels = [m.level_tag for m in get_messages(answer.wsgi_request)]
+    assert levels == ["warning", "error"]
+
+
+def test_refresh_of_one_session_with_nothing_to_change_is_a_success(admin_client, fake, user):
+    session = make_session(user)
+    answer = run_action(admin_client, ConnectSession, "refresh_from_unipost", [session])
+    assert texts(answer) == ["Checked 1 session: 0 changed, none failed."]
+    assert [m.level_tag for m in get_messages(answer.wsgi_request)] == ["success"]
+
+
+def test_refresh_groups_the_reasons_and_lists_only_the_first_failures(admin_client, fake, user):
+    sessions = [
+        make_session(user, platform="linkedin", minutes_ago=29 - i) for i in range(LISTED_FAILURES + 3)
+    ]
+    # The client does not retry a 401: one injected answer per session.
+    fake.fail_next("get", 401, times=LISTED_FAILURES + 1)
+    fake.fail_next("get", 500, times=2 * 3)  # two more sessions, three tries each
+    answer = run_action(admin_client, ConnectSession, "refresh_from_unipost", sessions)
+    shown = texts(answer)
+    total = LISTED_FAILURES + 3
+    assert shown[0] == (
+        f"Checked {total} sessions: 0 changed, {total} failed "
+        f"({LISTED_FAILURES + 1} × UNAUTHORIZED, HTTP 401; 2 × INTERNAL_ERROR, HTTP 500)."  # noqa: RUF001
+    )
+    assert len(shown) == 1 + LISTED_FAILURES + 1
+    assert all(m.startswith("Session ") and "was not refreshed" in m for m in shown[1:-1])
+    assert shown[-1] == "3 more failures are not listed; each row keeps its error."
+    assert next(m.level_tag for m in get_messages(answer.wsgi_request)) == "warning"
+
+
 def test_disconnect_action_deletes_at_unipost_then_marks(admin_client, fake, user, other_user):
     completed_session(fake, user)
     completed_session(fake, other_user, platform="bluesky")
     first, second = ConnectedAccount.objects.order_by("pk")
     answer = run_action(admin_client, ConnectedAccount, "disconnect", [first, second])
-    assert texts(answer) == ["2 accounts disconnected."]
+    assert texts(answer) == ["Checked 2 accounts: 2 disconnected, none failed."]
     assert ("DELETE", f"/v1/accounts/{first.managed_account_id}") in fake.requests
     assert fake.accounts[first.managed_account_id].status == "disconnected"
     assert fake.accounts[second.managed_account_id].status == "disconnected"
@@ -353,12 +475,32 @@ def test_disconnect_failure_marks_nothing_and_is_reported(admin_client, fake, us
     fake.fail_next("delete", 503, headers={"X-Request-Id": "req_del"}, times=3)
     answer = run_action(admin_client, ConnectedAccount, "disconnect", [account])
     assert texts(answer) == [
+        "Checked 1 account: 0 disconnected, 1 failed (INTERNAL_ERROR, HTTP 503).",
         f"{account} was not disconnected: INTERNAL_ERROR, HTTP 503, request id req_del.",
-        "0 accounts disconnected.",
     ]
     account.refresh_from_db()
     assert account.status == "active"
     assert fake.accounts[account.managed_account_id].status == "active"
+
+
+def test_disconnect_counts_the_accounts_already_disconnected(admin_client, fake, user, other_user):
+    completed_session(fake, user)
+    completed_session(fake, other_user, platform="bluesky")
+    gone, live = ConnectedAccount.objects.order_by("pk")
+    services.mark_disconnected(gone)
+    fake.requests.clear()
+    answer = run_action(admin_client, ConnectedAccount, "disconnect", [gone, live])
+    assert texts(answer) == ["Checked 2 accounts: 1 disconnected, none failed. 1 was disconnected already."]
+    assert fake.requests == [("DELETE", f"/v1/accounts/{live.managed_account_id}")]
+
+
+def test_disconnect_that_lost_a_race_counts_as_already_disconnected(admin_client, fake, user, monkeypatch):
+    completed_session(fake, user)
+    account = ConnectedAccount.objects.get()
+    # UniPost confirms, but a webhook marked the row first: this call changed nothing.
+    monkeypatch.setattr(services, "disconnect_account", lambda account: False)
+    answer = run_action(admin_client, ConnectedAccount, "disconnect", [account])
+    assert texts(answer) == ["Checked 1 account: 0 disconnected, none failed. 1 was disconnected already."]
 
 
 def test_actions_need_the_change_permission(client, fake, django_user_model, user):
@@ -487,8 +629,8 @@ def test_disconnect_through_a_wrong_base_url_marks_nothing(admin_client, fake, u
     fake.fail_next("delete", 404, body="404 page not found", headers={"X-Request-Id": "req_route"})
     answer = run_action(admin_client, ConnectedAccount, "disconnect", [account])
     assert texts(answer) == [
+        "Checked 1 account: 0 disconnected, 1 failed (ENDPOINT_NOT_FOUND, HTTP 404).",
         f"{account} was not disconnected: ENDPOINT_NOT_FOUND, HTTP 404, request id req_route.",
-        "0 accounts disconnected.",
     ]
     account.refresh_from_db()
     assert account.status == "active"
