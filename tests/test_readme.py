@@ -49,7 +49,7 @@ def _clean_env() -> dict[str, str]:
 def test_every_block_is_known() -> None:
     """A new block must get a test here: fail loudly when the README grows one."""
     kinds = [lang for _, lang, _ in BLOCK.findall(README)]
-    assert kinds.count("python") == 7
+    assert kinds.count("python") == 8
     # the Quickstart's login page, home page, base override; the script tag (Headless)
     assert kinds.count("django") == 4
     # Headless: a page's button, the fetch example, a bundler import, the React hook and
@@ -528,7 +528,7 @@ def test_the_theming_block_and_list_name_only_properties_the_stylesheet_has() ->
     ).read_text()
     defined = set(re.findall(r"(--upc-[a-z-]+):", css + card))  # each card sets --upc-brand
     (block,) = blocks("css")
-    section = README.split("**Theming the connections page.**", 1)[1].split("![", 1)[0]
+    section = README.split("## Theming the pages", 1)[1].split("![", 1)[0]
     named = set(re.findall(r"--upc-[a-z-]+", block + section))
     named = {n for n in named if not n.endswith("-")}  # "--upc-success-*" and the like
     assert named and named <= defined, named - defined
@@ -539,3 +539,16 @@ def test_the_theming_block_and_list_name_only_properties_the_stylesheet_has() ->
 def test_the_screenshots_the_readme_shows_are_committed() -> None:
     for path in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", README):
         assert (REPO / path).is_file(), path
+
+
+@pytest.mark.django_db
+def test_the_funnel_example_prints_the_figures(user: Any, capsys: Any) -> None:
+    from unipost_connect.models import ConnectSession
+
+    ConnectSession.objects.create(user=user, platform="linkedin", status="completed")
+    ConnectSession.objects.create(user=user, platform="linkedin", status="expired")
+    (block,) = (b for b in blocks("python") if "funnel.funnels()" in b)
+    exec(block, {})
+    out = capsys.readouterr().out
+    assert "LinkedIn 2 1 50" in out
+    assert out.strip().splitlines()[-1] == "0.5"

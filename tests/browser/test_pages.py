@@ -166,6 +166,14 @@ def test_the_popup_return_page_passes_the_audit(page: Any, demo_site: str) -> No
 
 def test_the_admin_funnel_passes_the_audit(page: Any, demo_site: str, screenshot_dir: Path) -> None:
     log_in(page, demo_site)
+    # Something to count: a connection approved, one declined, one left on the hosted page.
+    for platform, choice in (("youtube", "Approve"), ("pinterest", "Deny"), ("instagram", "")):
+        page.goto(demo_site + CONNECTIONS)
+        page.locator(f".upc-card--{platform} .unipost-connect-button").click()
+        page.wait_for_url(re.compile(r"/fake-unipost/connect/"))
+        if choice:
+            page.get_by_role("button", name=choice, exact=True).click()
+            page.wait_for_url(re.compile(re.escape(demo_site + CONNECTIONS)))
     page.goto(demo_site + "/admin/unipost_connect/")
     page.get_by_role("link", name="Connect funnel").first.click()
     page.wait_for_load_state()
