@@ -176,3 +176,32 @@ def test_every_outcome_and_error_message_is_in_the_language(language: str) -> No
         }
     assert [text for text in told if text in english] == []
     assert all(text for text in told)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_popup_return_page_is_all_in_the_language(language: str, user: Any, fake: Any) -> None:
+    from urllib.parse import urlsplit
+
+    client = Client()
+    client.force_login(user)
+    with translation.override(language):
+        client.post("/unipost/connect/", {"platform": "linkedin", "popup": "1"})
+        session = ConnectSession.objects.get()
+        target = urlsplit(fake.approve(session.unipost_session_id or "") or "")
+        html = client.get(f"{target.path}?{target.query}").content.decode()
+        finishing = translation.gettext("Finishing the connection…")
+    assert finishing in html and finishing != "Finishing the connection…"
+    assert _english_shown(html, language) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_admin_funnel_is_all_in_the_language(language: str, admin_client: Client, user: Any) -> None:
+    for status in ConnectSession.Status.values:
+        ConnectSession.objects.create(user=user, platform="linkedin", status=status)
+    with translation.override(language):
+        html = admin_client.get("/admin/unipost_connect/connectsession/funnel/").content.decode()
+        title = translation.gettext("Connect funnel")
+    assert title in html and title != "Connect funnel"
+    assert _english_shown(html, language) == []
