@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('unipost_connect', '0004_periodic_query_indexes'),
+        ("unipost_connect", "0004_periodic_query_indexes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='connectsession',
-            name='popup',
-            field=models.BooleanField(default=False, verbose_name='popup'),
+            model_name="connectsession",
+            name="popup",
+            field=models.BooleanField(default=False, verbose_name="popup"),
         ),
     ]
