@@ -213,7 +213,7 @@ def _no_view(request: HttpRequest) -> HttpResponse:  # pragma: no cover - never 
 
 
 def _declared_length(request: HttpRequest) -> int:
-    declared = request.META.get("CONTENT_LENGTH") or "0"
+    declared = request.headers.get("content-length") or "0"
     if not declared.isdigit():
         raise _invalid()
     return int(declared)
