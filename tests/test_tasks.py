@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from io import StringIO
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.management import call_command
@@ -331,3 +332,35 @@ def test_a_failing_name_read_does_not_spoil_the_return(
     session.refresh_from_db()
     assert session.status == "completed"
     assert ConnectedAccount.objects.get(user=user).account_name == ""  # the webhook will name it
+
+
+def test_a_queue_that_refuses_the_task_is_no_500(
+    fake: FakeUniPost,
+    user: Any,
+    worker_backend: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """A broker down after the commit: the user's return and UniPost's delivery still get
+    their answers; the event stays received for the replay command."""
+    session = start(user)
+    back = fake.approve(session.unipost_session_id or "")
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("the broker is down")
+
+    monkeypatch.setattr(worker_backend, "enqueue", refuse)
+    browser = Client()
+    browser.force_login(user)
+    parts = urlsplit(back or "")
+    with django_capture_on_commit_callbacks(execute=True) as ran:
+        assert browser.get(f"{parts.path}?{parts.query}").status_code == 302  # the name task refused
+    assert ran  # the enqueue was tried
+    session.refresh_from_db()
+    assert session.status == "completed"
+    answer = deliver(fake.outbox[-1], django_capture_on_commit_callbacks)
+    assert answer.status_code == 200
+    (event,) = WebhookEvent.objects.all()
+    assert event.result == "received"
+    assert "the broker is down" in caplog.text

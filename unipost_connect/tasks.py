@@ -12,8 +12,6 @@ at once): each does its work through the flow's exactly-once updates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -96,6 +94,15 @@ def enqueue(job: Task[Any, Any], *args: Any) -> None:
 
 
 def enqueue_on_commit(job: Task[Any, Any], *args: Any) -> None:
-    """Enqueue once the current transaction commits, so a worker finds what it is for."""
-    run: Callable[[], None] = partial(enqueue, job, *args)
-    transaction.on_commit(run)
+    """Enqueue once the current transaction commits, so a worker finds what it is for.
+
+    ``robust``: a queue that cannot take it (a broker down) is logged by Django, never
+    turned into a 500 for the request that committed. What it was for stays findable:
+    a stored event stays ``received`` for the replay command, a session ``pending`` for
+    the reconcile command, a missing name for the webhook or the next sync.
+    """
+
+    def enqueue_committed() -> None:  # a function: Django logs a robust failure by its name
+        enqueue(job, *args)
+
+    transaction.on_commit(enqueue_committed, robust=True)
