@@ -209,6 +209,10 @@ def disconnect_account(account: ConnectedAccount, *, client: UniPostClient | Non
     return mark_disconnected(account)
 
 
+# (connect, read) seconds for a read a user waits on (the name after the return): the
+# webhook brings the name anyway, so it is not worth a slow page.
+QUICK_TIMEOUT = (1.0, 2.0)
+
 # The reason account_needs_reconnect carries when the status sync, not a webhook, saw it.
 SYNC_REASON = "accounts_list"
 
@@ -219,11 +223,13 @@ def sync_account_statuses(
     platform: str | None = None,
     profile_id: str | None = None,
     client: UniPostClient | None = None,
+    quick: bool = False,
 ) -> int:
     """Copy UniPost's ``active`` / ``reconnect_required`` onto the owner's local accounts,
     and the name of an account that has none here yet (a return can complete a session
     before the webhook that carries the name). ``platform`` and ``profile_id`` narrow the
-    list as UniPost's filters do.
+    list as UniPost's filters do. ``quick``: one attempt with short timeouts
+    (:data:`QUICK_TIMEOUT`), for a user waiting on it.
 
     Only those two statuses are trusted from the list (another is ignored): an account
     missing from it is left as it is (``account.disconnected`` webhooks report
@@ -232,7 +238,11 @@ def sync_account_statuses(
     Returns how many rows changed. Raises :class:`~unipost_connect.errors.UniPostError`.
     """
     listed = (client or get_client()).list_accounts(
-        external_user_id=external_user_id, platform=platform, profile_id=profile_id
+        external_user_id=external_user_id,
+        platform=platform,
+        profile_id=profile_id,
+        max_retries=0 if quick else None,
+        timeout=QUICK_TIMEOUT if quick else None,
     )
     remote = {
         account.id: account

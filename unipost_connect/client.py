@@ -231,11 +231,15 @@ class UniPostClient:
         external_user_id: str | None = None,
         platform: str | None = None,
         profile_id: str | None = None,
+        max_retries: int | None = None,
+        timeout: tuple[float, float] | None = None,
     ) -> list[RemoteAccount]:
-        """``GET /v1/accounts`` with UniPost's filters (each optional; no status filter)."""
+        """``GET /v1/accounts`` with UniPost's filters (each optional; no status filter).
+        ``max_retries`` and ``timeout`` override the client's for this call, as for
+        :meth:`get_session`."""
         filters = {"external_user_id": external_user_id, "platform": platform, "profile_id": profile_id}
         params = {name: value for name, value in filters.items() if value} or None
-        answer = self._request("GET", "/v1/accounts", params=params)
+        answer = self._request("GET", "/v1/accounts", params=params, max_retries=max_retries, timeout=timeout)
         return parse_accounts(answer.body, request_id=answer.request_id, http_status=answer.status)
 
     def delete_account(self, account_id: str) -> str:

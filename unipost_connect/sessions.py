@@ -165,7 +165,8 @@ def name_account_later(account: ConnectedAccount) -> None:
         return
     from . import tasks
 
-    tasks.enqueue_on_commit(tasks.sync_account_statuses, account.external_user_id, account.platform)
+    quick = tasks.runs_inline()  # then the user waits on it: one short attempt
+    tasks.enqueue_on_commit(tasks.sync_account_statuses, account.external_user_id, account.platform, quick)
 
 
 def apply_remote_session(

@@ -56,12 +56,12 @@ def reconcile_session(session_id: str) -> str:
 
 
 @task()
-def sync_account_statuses(external_user_id: str, platform: str = "") -> int:
+def sync_account_statuses(external_user_id: str, platform: str = "", quick: bool = False) -> int:
     """Copy one owner's account statuses (and missing names) from UniPost, on one platform
-    or all; rows changed."""
+    or all; rows changed. ``quick``: one short attempt (a user may be waiting)."""
     from .accounts import sync_account_statuses as sync
 
-    return sync(external_user_id, platform=platform or None)
+    return sync(external_user_id, platform=platform or None, quick=quick)
 
 
 @task()
