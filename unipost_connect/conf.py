@@ -94,9 +94,9 @@ def default_external_user_id(user: Any) -> str:
 def default_can_manage_account(user: Any, account: Any) -> bool:
     """Anyone of the account's owner (the same ``EXTERNAL_USER_ID``) may manage it; an
     account stored without an owner key, the user who connected it."""
-    if account.external_user_id:
-        return bool(account.external_user_id == app_settings.owner_key(user))
-    return bool(account.user_id == user.pk)
+    from .accounts import owned_by  # the one ownership rule; accounts imports this module
+
+    return owned_by(account, external_user_id=app_settings.owner_key(user), user_id=user.pk)
 
 
 def _show(value: Any) -> str:
